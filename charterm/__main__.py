@@ -1,0 +1,3 @@
+from charterm.cli import main
+
+main()

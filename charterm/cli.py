@@ -1,0 +1,566 @@
+"""The command line: a thin Typer front-end over the core. torch is imported inside commands,
+so `charterm --help` stays fast."""
+
+import json
+import os
+import shlex
+import signal
+import sys
+import time
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from charterm import __version__
+from charterm.config import TrainConfig
+from charterm.errors import CharTermError, UsageError
+
+D = TrainConfig()  # the defaults, shown in --help
+
+app = typer.Typer(
+    name="charterm",
+    help="A character-level LSTM text generator: train, generate, evaluate.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+data_app = typer.Typer(help="Get training texts.", no_args_is_help=True, rich_markup_mode=None)
+app.add_typer(data_app, name="data")
+
+
+class Progress(StrEnum):
+    auto = "auto"
+    rich = "rich"
+    jsonl = "jsonl"
+    none = "none"
+
+
+class Split(StrEnum):
+    val = "val"
+    train = "train"
+    all = "all"
+
+
+class Precision(StrEnum):
+    int8 = "int8"
+    fp32 = "fp32"
+
+
+def warn(msg: str) -> None:
+    print(f"charterm: warning: {msg}", file=sys.stderr, flush=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"charterm {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks (also CHARTERM_DEBUG=1).")] = False,
+) -> None:
+    if debug:
+        os.environ["CHARTERM_DEBUG"] = "1"
+
+
+# --- train -------------------------------------------------------------------------------------
+
+
+@app.command()
+def train(
+    data: Annotated[Path | None, typer.Option(help="Training text (UTF-8). [default: data/anna.txt]")] = None,
+    epochs: Annotated[int | None, typer.Option(help=f"Passes over the text. [default: {D.epochs}]")] = None,
+    hidden: Annotated[int | None, typer.Option(help=f"Units per layer. [default: {D.hidden}]")] = None,
+    layers: Annotated[int | None, typer.Option(help=f"Recurrent layers. [default: {D.layers}]")] = None,
+    dropout: Annotated[
+        float | None, typer.Option(help=f"Dropout between layers and before the read-out. [default: {D.dropout}]")
+    ] = None,
+    cell: Annotated[str | None, typer.Option(help=f"lstm or gru. [default: {D.cell}]")] = None,
+    embed: Annotated[
+        int | None, typer.Option(help=f"Embedding width; 0 = vocabulary size. [default: {D.embed}]")
+    ] = None,
+    batch_size: Annotated[int | None, typer.Option(help=f"Rows of text per step. [default: {D.batch_size}]")] = None,
+    seq_length: Annotated[
+        int | None, typer.Option(help=f"Chars per row per step (BPTT length). [default: {D.seq_length}]")
+    ] = None,
+    lr: Annotated[float | None, typer.Option(help=f"Peak learning rate (Adam). [default: {D.lr}]")] = None,
+    schedule: Annotated[
+        str | None, typer.Option(help=f"cosine (warm-up then decay) or constant. [default: {D.schedule}]")
+    ] = None,
+    warmup_steps: Annotated[
+        int | None, typer.Option(help=f"Steps of linear warm-up. [default: {D.warmup_steps}]")
+    ] = None,
+    min_lr_frac: Annotated[
+        float | None, typer.Option(help=f"Cosine decays to this fraction of --lr. [default: {D.min_lr_frac}]")
+    ] = None,
+    clip: Annotated[float | None, typer.Option(help=f"Gradient-norm clip. [default: {D.clip}]")] = None,
+    val_frac: Annotated[
+        float | None, typer.Option(help=f"Fraction held out (the end of the text). [default: {D.val_frac}]")
+    ] = None,
+    eval_every: Annotated[
+        int | None, typer.Option(help="Steps between validations; 0 = automatic, about 5% of the time.")
+    ] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Stop after N steps; 0 = no limit.")] = None,
+    max_time: Annotated[float | None, typer.Option(help="Stop after SECONDS; the schedule fits this budget.")] = None,
+    seed: Annotated[int | None, typer.Option(help=f"Random seed. [default: {D.seed}]")] = None,
+    device: Annotated[str | None, typer.Option(help=f"auto, cpu, cuda or mps. [default: {D.device}]")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Model file to write. [default: models/<data stem>.safetensors]")
+    ] = None,
+    preset: Annotated[str | None, typer.Option(help="Start from named settings: notebook.")] = None,
+    encoding: Annotated[str | None, typer.Option(help=f"Text encoding of --data. [default: {D.encoding}]")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run saved beside --out.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing model at --out.")] = False,
+    progress: Annotated[Progress, typer.Option(help="rich bar, jsonl events on stdout, or none.")] = Progress.auto,
+) -> None:
+    """Train a char model; keeps the best-validation model at --out and a resume state beside it."""
+    from charterm.config import PRESETS
+
+    given = {k: v for k, v in locals().items() if v is not None and k in TrainConfig.__dataclass_fields__}
+    cfg = TrainConfig()
+    if preset is not None:
+        if preset not in PRESETS:
+            raise UsageError(f"unknown --preset {preset!r}; choose from: {', '.join(PRESETS)}")
+        for k, v in PRESETS[preset].items():
+            setattr(cfg, k, v)
+    for k, v in given.items():
+        setattr(cfg, k, str(v) if isinstance(v, Path) else v)
+    _check_train_config(cfg)
+    mode = progress.value
+    if mode == "auto":
+        mode = "rich" if sys.stderr.isatty() else "none"
+
+    from charterm.training import StopFlag, run_training
+
+    stop = StopFlag()
+    previous = {}
+
+    def on_signal(signum, frame):
+        stop.set("interrupted" if signum == signal.SIGINT else "terminated")
+        for s, h in previous.items():  # a second signal stops at once
+            signal.signal(s, h)
+
+    for s in (signal.SIGINT, signal.SIGTERM):
+        previous[s] = signal.signal(s, on_signal)
+    command = "charterm " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["train"] else "charterm train"
+    renderer = {"rich": RichTrainView, "jsonl": JsonlTrainView, "none": QuietTrainView}[mode]()
+    try:
+        result = run_training(
+            cfg, resume=resume, force=force, explicit=set(given), on_event=renderer, stop=stop, command=command
+        )
+    except CharTermError as e:
+        renderer.close()
+        if mode == "jsonl":
+            print(json.dumps({"event": "error", "time": round(time.time(), 3), "message": str(e)}), flush=True)
+        raise
+    renderer.close()
+    if result.interrupted:
+        print(
+            f"charterm: stopped at step {result.steps}; resume state saved to {result.resume_path} "
+            f"(continue with --resume)",
+            file=sys.stderr,
+        )
+        raise typer.Exit(130)
+
+
+def _check_train_config(cfg) -> None:
+    positive = {
+        "epochs": cfg.epochs,
+        "hidden": cfg.hidden,
+        "layers": cfg.layers,
+        "batch-size": cfg.batch_size,
+        "seq-length": cfg.seq_length,
+    }
+    for name, v in positive.items():
+        if v < 1:
+            raise UsageError(f"--{name} must be at least 1 (got {v})")
+    if not 0 <= cfg.dropout < 1:
+        raise UsageError(f"--dropout must be in [0, 1) (got {cfg.dropout})")
+    if not 0 < cfg.val_frac < 1:
+        raise UsageError(f"--val-frac must be between 0 and 1, exclusive (got {cfg.val_frac})")
+    if cfg.lr <= 0 or cfg.clip <= 0:
+        raise UsageError("--lr and --clip must be positive")
+    if cfg.eval_every < 0 or cfg.max_steps < 0 or cfg.max_time < 0 or cfg.embed < 0:
+        raise UsageError("--eval-every, --max-steps, --max-time and --embed cannot be negative")
+    if not 0 <= cfg.min_lr_frac <= 1 or cfg.warmup_steps < 0:
+        raise UsageError("--min-lr-frac must be in [0, 1] and --warmup-steps 0 or more")
+    if cfg.cell not in ("lstm", "gru"):
+        raise UsageError(f"--cell must be lstm or gru (got {cfg.cell!r})")
+    if cfg.schedule not in ("cosine", "constant"):
+        raise UsageError(f"--schedule must be cosine or constant (got {cfg.schedule!r})")
+    if cfg.device not in ("auto", "cpu", "cuda", "mps") and not cfg.device.startswith("cuda:"):
+        raise UsageError(f"--device must be auto, cpu, cuda or mps (got {cfg.device!r})")
+    if Path(cfg.data).is_dir():
+        raise UsageError(f"--data {cfg.data} is a directory; pass a text file")
+
+
+class JsonlTrainView:
+    """One JSON object per line on stdout, flushed: the app's child-process protocol."""
+
+    def __call__(self, event) -> None:
+        print(event.to_json(), flush=True)
+
+    def close(self) -> None:
+        pass
+
+
+class QuietTrainView:
+    def __call__(self, event) -> None:
+        d = event.data
+        if event.event == "start":
+            _print_start(d)
+        elif event.event == "done":
+            print(
+                f"charterm: best val loss {d['best_val_loss']:.4f} at {d['out']} ({d['step']} steps, "
+                f"{d['elapsed']:.0f} s)",
+                file=sys.stderr,
+            )
+
+    def close(self) -> None:
+        pass
+
+
+def _print_start(d: dict) -> None:
+    c = d["config"]
+    print(
+        f"charterm: {c['cell']} {c['hidden']}x{c['layers']}, {d['params']:,} parameters; text {d['chars']:,} chars "
+        f"({d['train_chars']:,} train / {d['val_chars']:,} val), vocabulary {d['vocab_size']}; "
+        f"device {d['device']}" + (f"; resuming at step {d['step']}" if d["resumed"] else ""),
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+class RichTrainView:
+    """A progress bar with epoch, step, losses, chars/s and ETA; evaluations print above it."""
+
+    def __init__(self):
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self.console = Console(stderr=True)
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.fields[stats]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=False,
+        )
+        self.task = None
+        self.val = float("nan")
+
+    def __call__(self, event) -> None:
+        d = event.data
+        if event.event == "start":
+            _print_start(d)
+            self.epochs = d["epochs"]
+            self.total = d["total_steps"]
+            self.progress.start()
+            self.task = self.progress.add_task("starting", total=1000, stats="")
+        elif event.event == "step":
+            self.progress.update(
+                self.task,
+                completed=int(1000 * d["progress"]),
+                description=f"epoch {d['epoch']:.2f}/{self.epochs} step {d['step']}",
+                stats=f"loss {d['loss']:.3f} val {self.val:.3f} {d['chars_per_sec']:,.0f} chars/s",
+            )
+        elif event.event == "eval":
+            self.val = d["val_loss"]
+            mark = " (best)" if d["improved"] else ""
+            self.progress.console.print(
+                f"step {d['step']}: train {d['train_loss']:.4f}  val {d['val_loss']:.4f}{mark}", highlight=False
+            )
+        elif event.event == "done":
+            self.close()
+            print(
+                f"charterm: best val loss {d['best_val_loss']:.4f} at {d['out']} ({d['step']} steps, "
+                f"{d['elapsed']:.0f} s)",
+                file=sys.stderr,
+            )
+
+    def close(self) -> None:
+        if self.task is not None:
+            self.progress.stop()
+            self.task = None
+
+
+# --- generate ----------------------------------------------------------------------------------
+
+
+def _load(model: Path | None):
+    from charterm.checkpoint import default_model_path, load_model
+
+    path = model or default_model_path()
+    if model is None and not path.exists():
+        raise CharTermError(f"no default model at {path}; train one with `charterm train` or pass --model PATH")
+    return load_model(path)
+
+
+@app.command()
+def generate(
+    model: Annotated[Path | None, typer.Option(help="Model file. [default: the model shipped in models/]")] = None,
+    prime: Annotated[str | None, typer.Option(help="Text to start from (any characters).")] = None,
+    prime_file: Annotated[Path | None, typer.Option(help="Read the prime from a file.")] = None,
+    chars: Annotated[int, typer.Option(help="Chars to generate.")] = 500,
+    top_k: Annotated[int | None, typer.Option(help="Sample from the K most likely chars. [default: 5]")] = 5,
+    temperature: Annotated[float, typer.Option(help="Softmax temperature; 0 = always the most likely.")] = 1.0,
+    seed: Annotated[int | None, typer.Option(help="Random seed: same seed, same text.")] = None,
+    precision: Annotated[Precision, typer.Option(help="int8 (fast) or fp32 weights for sampling.")] = Precision.int8,
+) -> None:
+    """Write the prime and its continuation to stdout, streamed as it is generated."""
+    if chars < 0:
+        raise UsageError(f"--chars must be 0 or more (got {chars})")
+    if top_k is not None and top_k < 1:
+        raise UsageError(f"--top-k must be at least 1 (got {top_k})")
+    if temperature < 0:
+        raise UsageError(f"--temperature must be 0 or more (got {temperature})")
+    if prime is not None and prime_file is not None:
+        raise UsageError("pass --prime or --prime-file, not both")
+    if prime_file is not None:
+        if prime_file.is_dir() or not prime_file.exists():
+            raise UsageError(f"--prime-file {prime_file}: not a readable file")
+        from charterm.text import read_text
+
+        prime = read_text(prime_file)
+    prime = prime or ""
+
+    import torch
+
+    from charterm.sampling import CharSampler, Generation, Stepper, feed
+
+    loaded = _load(model)
+    vocab, net = loaded.vocab, loaded.model
+    folded, report = vocab.fold(prime)
+    if report:
+        warn(f"prime: {report.describe()}")
+    context = folded or ("\n" if "\n" in vocab else vocab.chars[0])
+    seed = seed if seed is not None else int.from_bytes(os.urandom(4), "little")
+    torch.manual_seed(seed)
+    logits, state = feed(net, [vocab.index[c] for c in context])
+    gen = Generation(Stepper(net, precision.value), logits, state, CharSampler(top_k, temperature, seed))
+    out = sys.stdout
+    out.write(prime)
+    last_flush = time.monotonic()
+    buf = []
+    for i, idx in enumerate(gen):
+        if i >= chars:
+            break
+        buf.append(vocab.chars[idx])
+        now = time.monotonic()
+        if now - last_flush > 0.03:
+            out.write("".join(buf))
+            out.flush()
+            buf.clear()
+            last_flush = now
+    out.write("".join(buf) + ("\n" if out.isatty() else ""))
+    out.flush()
+
+
+# --- eval and info -----------------------------------------------------------------------------
+
+
+@app.command("eval")
+def eval_(
+    model: Annotated[Path | None, typer.Option(help="Model file. [default: the model shipped in models/]")] = None,
+    data: Annotated[Path, typer.Option(help="Text to score.")] = Path("data/anna.txt"),
+    split: Annotated[Split, typer.Option(help="val (the held-out end), train, or all.")] = Split.val,
+    val_frac: Annotated[float | None, typer.Option(help="Held-out fraction. [default: the model's]")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Rows. [default: the model's training batch size]")] = None,
+    seq_length: Annotated[int | None, typer.Option(help="Window. [default: the model's training seq length]")] = None,
+    precision: Annotated[Precision, typer.Option(help="fp32, or int8 as used by generate.")] = Precision.fp32,
+    encoding: Annotated[str, typer.Option(help="Text encoding of --data.")] = "utf-8",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Mean cross-entropy (nats/char), bits/char and perplexity over a split of a text."""
+    import math
+
+    if val_frac is not None and not 0 < val_frac < 1:
+        raise UsageError(f"--val-frac must be between 0 and 1, exclusive (got {val_frac})")
+    for name, v in (("batch-size", batch_size), ("seq-length", seq_length)):
+        if v is not None and v < 1:
+            raise UsageError(f"--{name} must be at least 1 (got {v})")
+    if data.is_dir():
+        raise UsageError(f"--data {data} is a directory; pass a text file")
+    if not data.exists():
+        hint = " (run `charterm data fetch anna` to get it)" if data.name == "anna.txt" else ""
+        raise CharTermError(f"text {data} not found{hint}; or pass --data PATH")
+    from charterm.evaluate import evaluate
+    from charterm.text import read_text, split_train_val, windows_in
+
+    loaded = _load(model)
+    tc = loaded.info.get("train_config", {})
+    val_frac = val_frac or tc.get("val_frac", 0.1)
+    batch_size = batch_size or tc.get("batch_size", 32)
+    seq_length = seq_length or tc.get("seq_length", 100)
+    text = read_text(data, encoding)
+    folded, report = loaded.vocab.fold(text)
+    if report:
+        warn(f"{data}: {report.describe()}")
+    ids = loaded.vocab.encode(folded)
+    train_ids, val_ids = split_train_val(ids, val_frac)
+    ids = {"val": val_ids, "train": train_ids, "all": ids}[split.value]
+    if windows_in(len(ids), batch_size, seq_length) < 1:
+        raise UsageError(
+            f"the {split.value} split has {len(ids):,} chars, fewer than one batch "
+            f"({batch_size} x {seq_length} + 1); pass a smaller --batch-size or --seq-length"
+        )
+    loss, n = evaluate(loaded.model, ids, batch_size, seq_length, precision=precision.value)
+    result = {
+        "loss": loss,
+        "bits_per_char": loss / math.log(2),
+        "perplexity": math.exp(loss),
+        "chars": n,
+        "split": split.value,
+        "precision": precision.value,
+    }
+    if as_json:
+        print(json.dumps(result))
+    else:
+        print(
+            f"{split.value}: {loss:.4f} nats/char, {result['bits_per_char']:.4f} bits/char, "
+            f"perplexity {result['perplexity']:.3f} over {n:,} chars ({precision.value})"
+        )
+
+
+@app.command()
+def info(
+    model: Annotated[Path | None, typer.Option(help="Model file. [default: the model shipped in models/]")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """The model card: architecture, size, vocabulary, what it was trained on, val loss."""
+    loaded = _load(model)
+    c, i = loaded.model.config, loaded.info
+    card = {
+        "path": str(loaded.path),
+        "cell": c.cell,
+        "hidden": c.hidden,
+        "layers": c.layers,
+        "embed": c.embed,
+        "dropout": c.dropout,
+        "vocab_size": c.vocab_size,
+        "params": loaded.model.n_params,
+        "file_size": loaded.path.stat().st_size,
+        "dtype": loaded.dtype,
+        "val_loss": i.get("val_loss"),
+        "train_loss": i.get("train_loss"),
+        "data": i.get("data"),
+        "data_sha256": i.get("data_sha256"),
+        "epochs": i.get("epochs"),
+        "steps": i.get("steps"),
+        "wall_time": i.get("wall_time"),
+        "machine": i.get("machine"),
+        "created": i.get("created"),
+        "command": i.get("command"),
+        "charterm_version": i.get("charterm_version"),
+        "fingerprint": i.get("fingerprint"),
+        "vocab": "".join(loaded.vocab.chars),
+    }
+    if as_json:
+        print(json.dumps(card))
+        return
+    val = f"{card['val_loss']:.4f}" if isinstance(card["val_loss"], float) else "unknown"
+    lines = [
+        f"model      {card['path']} ({card['file_size'] / 1e6:.1f} MB, {card['dtype']})",
+        f"network    {c.cell.upper()} {c.hidden}x{c.layers}, embedding {c.embed}, dropout {c.dropout}; "
+        f"{card['params']:,} parameters",
+        f"vocabulary {c.vocab_size} chars: {card['vocab']!r}",
+        f"trained on {card['data']} (sha256 {str(card['data_sha256'])[:12]}), {card['epochs']} epochs, "
+        f"{card['steps']} steps, {card['wall_time']} s on {card['machine']}",
+        f"val loss   {val} nats/char",
+        f"made by    {card['command']} (charterm {card['charterm_version']}, {card['created']})",
+    ]
+    print("\n".join(lines))
+
+
+# --- data --------------------------------------------------------------------------------------
+
+
+@data_app.command("fetch")
+def data_fetch(
+    name: Annotated[str, typer.Argument(help="Dataset name: anna.")],
+    dest: Annotated[Path | None, typer.Option(help="Where to write it. [default: data/<name>.txt]")] = None,
+    url: Annotated[str | None, typer.Option(help="Download from this URL instead (same checksum).")] = None,
+) -> None:
+    """Download a training text, verify its sha256, write it atomically."""
+    from charterm.data import DATASETS, fetch
+
+    if name not in DATASETS:
+        raise UsageError(f"unknown dataset {name!r}; choose from: {', '.join(DATASETS)}")
+    ds = DATASETS[name]
+    dest = dest or Path("data") / ds.filename
+    show = sys.stderr.isatty()
+    last = [0.0]
+
+    def on_progress(done: int, total: int | None) -> None:
+        now = time.monotonic()
+        if show and (now - last[0] > 0.1 or done == total):
+            last[0] = now
+            pct = f" {100 * done / total:5.1f}%" if total else ""
+            print(f"\rcharterm: {dest}: {done / 1e6:6.2f} MB{pct}", end="", file=sys.stderr, flush=True)
+
+    fetched = fetch(url or ds.url, dest, ds.sha256, on_progress)
+    if show and fetched:
+        print(file=sys.stderr)
+    print(
+        f"{dest}: {'downloaded and verified' if fetched else 'already present and verified'} (sha256 {ds.sha256[:12]})"
+    )
+
+
+# --- entry point -------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        code = _run(argv)
+    except BrokenPipeError:  # e.g. `charterm generate | head`: the reader has what it wanted
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        code = 1
+    sys.exit(code)
+
+
+def _run(argv: list[str] | None) -> int:
+    from typer.core import _click  # typer's vendored click
+
+    debug = os.environ.get("CHARTERM_DEBUG") == "1" or "--debug" in (argv or sys.argv[1:])
+    command = typer.main.get_command(app)
+    try:
+        rv = command.main(args=argv, prog_name="charterm", standalone_mode=False)
+    except _click.exceptions.NoArgsIsHelpError as e:
+        print(e.format_message())
+        return 0
+    except _click.exceptions.UsageError as e:
+        hint = f" (see `{e.ctx.command_path} --help`)" if e.ctx is not None else ""
+        print(f"charterm: error: {e.format_message()}{hint}", file=sys.stderr)
+        return 2
+    except CharTermError as e:
+        if debug:
+            raise
+        print(f"charterm: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except (KeyboardInterrupt, typer.Abort):
+        print("charterm: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        raise
+    except Exception as e:
+        if debug:
+            raise
+        print(f"charterm: error: {type(e).__name__}: {e} (run with --debug for the traceback)", file=sys.stderr)
+        return 1
+    return rv if isinstance(rv, int) else 0
+
+
+if __name__ == "__main__":
+    main()

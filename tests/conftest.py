@@ -1,0 +1,59 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+ANNA = ROOT.parent / "shared" / "data" / "anna.txt"
+ANNA_SHA256 = "568bb39fc78aca98e9db91c4329dcd1aa5ec4c3df3aca2064ce5d6f023ae16c9"
+needs_anna = pytest.mark.skipif(not ANNA.exists(), reason="../shared/data/anna.txt is not beside the repo")
+
+
+def run_cli(*args, cwd=None, env=None, input=None, timeout=120):
+    """Run the real `charterm` command (as `python -m charterm`) and capture its output."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    full_env.pop("CHARTERM_DEBUG", None)
+    return subprocess.run(
+        [sys.executable, "-m", "charterm", *map(str, args)],
+        cwd=cwd,
+        env=full_env,
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def small_text() -> str:
+    """About 30k chars of the book when it is beside the repo, else a synthetic text."""
+    if ANNA.exists():
+        with open(ANNA, encoding="utf-8") as f:
+            return f.read(30_000)
+    words = "happy families are all alike every unhappy family is unhappy in its own way".split()
+    import random
+
+    rng = random.Random(0)
+    return "\n".join(" ".join(rng.choice(words) for _ in range(12)).capitalize() + "." for _ in range(500))
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory) -> Path:
+    p = tmp_path_factory.mktemp("corpus") / "small.txt"
+    p.write_text(small_text(), encoding="utf-8")
+    return p
+
+
+TINY = dict(hidden=48, layers=2, batch_size=8, seq_length=32, epochs=2, lr=0.01, warmup_steps=5, seed=7)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(corpus, tmp_path_factory) -> Path:
+    """A small LSTM trained for a few seconds on the small corpus."""
+    from charterm.config import TrainConfig
+    from charterm.training import run_training
+
+    out = tmp_path_factory.mktemp("model") / "tiny.safetensors"
+    run_training(TrainConfig(data=str(corpus), out=str(out), **TINY), command="pytest tiny_model")
+    return out

@@ -1,0 +1,46 @@
+"""The model in models/ is what `charterm` uses with no flags: it must load, say how it was made, and write."""
+
+import json
+
+from conftest import ANNA, ANNA_SHA256, ROOT, needs_anna, run_cli
+
+from charterm.checkpoint import default_model_path, load_model
+
+SHIPPED = ROOT / "models" / "anna.safetensors"
+
+
+def test_default_model_is_the_shipped_one():
+    assert default_model_path() == SHIPPED
+    assert SHIPPED.stat().st_size <= 16 * 1024 * 1024
+
+
+def test_metadata_says_how_it_was_made():
+    loaded = load_model(SHIPPED)
+    info = loaded.info
+    assert info["data"] == "anna.txt" and info["data_sha256"] == ANNA_SHA256
+    assert info["command"].startswith("charterm train")
+    for key in ("charterm_version", "epochs", "steps", "wall_time", "machine", "val_loss", "created"):
+        assert info.get(key) not in (None, ""), key
+    assert len(loaded.vocab) == 83 and loaded.model.config.vocab_size == 83
+
+
+def test_generates_with_no_flags():
+    r = run_cli("generate", "--prime", "Anna", "--chars", "300", "--seed", "1")
+    assert r.returncode == 0, r.stderr
+    text = r.stdout
+    assert text.startswith("Anna") and len(text) == 304
+    words = text.split()
+    assert len(words) > 30 and sum(w.strip(".,;!?\"'").isalpha() for w in words) > 0.8 * len(words)
+
+
+def test_info_with_no_flags():
+    card = json.loads(run_cli("info", "--json").stdout)
+    assert card["vocab_size"] == 83 and card["path"].endswith("anna.safetensors")
+
+
+@needs_anna
+def test_eval_matches_the_recorded_val_loss():
+    r = run_cli("eval", "--data", ANNA, "--split", "val", "--json")
+    assert r.returncode == 0, r.stderr
+    loss = json.loads(r.stdout)["loss"]
+    assert abs(loss - load_model(SHIPPED).info["val_loss"]) < 0.002

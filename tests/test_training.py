@@ -1,0 +1,180 @@
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from conftest import TINY
+
+from charterm.checkpoint import load_model
+from charterm.config import TrainConfig
+from charterm.errors import CharTermError, UsageError
+from charterm.training import StopFlag, load_resume_state, lr_at, resume_path_for, run_training
+
+
+def cfg_for(corpus, out, **kw):
+    return TrainConfig(data=str(corpus), out=str(out), **{**TINY, **kw})
+
+
+def test_training_learns_and_reports_events(corpus, tmp_path):
+    events = []
+    out = tmp_path / "m.safetensors"
+    result = run_training(cfg_for(corpus, out, eval_every=20), on_event=events.append, command="charterm train x")
+    kinds = [e.event for e in events]
+    assert kinds[0] == "start" and kinds[-1] == "done"
+    assert {"step", "eval", "checkpoint"} <= set(kinds)
+    start = events[0].data
+    assert start["params"] > 0 and start["chars"] == start["train_chars"] + start["val_chars"]
+    evals = [e.data["val_loss"] for e in events if e.event == "eval"]
+    assert evals[-1] < evals[0] < math.log(start["vocab_size"]) + 0.5
+    loaded = load_model(out)
+    assert loaded.info["val_loss"] == pytest.approx(min(evals))
+    assert loaded.info["command"] == "charterm train x"
+    assert loaded.info["steps"] == result.steps and result.best_val_loss == pytest.approx(min(evals))
+    assert not result.interrupted
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_events_are_json_lines(corpus, tmp_path):
+    import json
+
+    lines = []
+    run_training(
+        cfg_for(corpus, tmp_path / "m.safetensors", max_steps=15), on_event=lambda e: lines.append(e.to_json())
+    )
+    for line in lines:
+        obj = json.loads(line)
+        assert obj["event"] in {"start", "step", "eval", "checkpoint", "done"} and "time" in obj
+
+
+def test_refuses_to_overwrite_without_force(corpus, tmp_path):
+    out = tmp_path / "m.safetensors"
+    out.write_bytes(b"precious")
+    with pytest.raises(UsageError, match="--force"):
+        run_training(cfg_for(corpus, out, max_steps=2))
+    assert out.read_bytes() == b"precious"
+    run_training(cfg_for(corpus, out, max_steps=2), force=True)
+    assert load_model(out).info["steps"] == 2
+
+
+def _final_weights(out):
+    return load_resume_state(resume_path_for(out))
+
+
+def test_resume_is_exact(corpus, tmp_path):
+    """A run stopped part-way and resumed ends with the same weights as one never stopped."""
+    kw = dict(max_steps=40, eval_every=10, dropout=0.2)
+    a = tmp_path / "a.safetensors"
+    run_training(cfg_for(corpus, a, **kw))
+    b = tmp_path / "b.safetensors"
+    stop = StopFlag()
+
+    def stop_at_20(e):
+        if e.event == "eval" and e.data["step"] == 20:
+            stop.set()
+
+    first = run_training(cfg_for(corpus, b, **kw), on_event=stop_at_20, stop=stop)
+    assert first.interrupted and 20 <= first.steps < 40
+    second = run_training(cfg_for(corpus, b, **kw), resume=True)
+    assert second.steps == 40 and not second.interrupted
+    sa, sb = _final_weights(a), _final_weights(b)
+    assert sa["step"] == sb["step"] == 40
+    for k in sa["model"]:
+        assert torch.allclose(sa["model"][k], sb["model"][k], atol=1e-6), k
+    assert sa["best_val"] == pytest.approx(sb["best_val"], abs=1e-6)
+
+
+def test_resume_rejects_changed_text_and_vocabulary(corpus, tmp_path):
+    data = tmp_path / "t.txt"
+    data.write_text(corpus.read_text())
+    out = tmp_path / "m.safetensors"
+    run_training(cfg_for(data, out, max_steps=3))
+    data.write_text(corpus.read_text().replace("e", "E", 3))  # same chars, different text
+    with pytest.raises(CharTermError, match="changed since the saved run"):
+        run_training(cfg_for(data, out, max_steps=6), resume=True)
+    data.write_text(corpus.read_text() + "\u00e9\u00e8")
+    with pytest.raises(CharTermError, match="new chars: '\u00e8\u00e9'"):
+        run_training(cfg_for(data, out, max_steps=6), resume=True)
+    with pytest.raises(UsageError, match="--hidden cannot change"):
+        run_training(cfg_for(corpus, out, hidden=64), resume=True, explicit={"hidden"})
+
+
+def test_resume_without_state_is_an_error(corpus, tmp_path):
+    with pytest.raises(CharTermError, match="no resume state"):
+        run_training(cfg_for(corpus, tmp_path / "none.safetensors"), resume=True)
+
+
+def test_max_time_stops_and_shapes_the_schedule(corpus, tmp_path):
+    events = []
+    t0 = time.monotonic()
+    run_training(cfg_for(corpus, tmp_path / "m.safetensors", epochs=1000, max_time=2.0), on_event=events.append)
+    assert time.monotonic() - t0 < 15
+    steps = [e.data for e in events if e.event == "step"]
+    assert steps[-1]["progress"] > 0.9
+    assert steps[-1]["lr"] < 0.3 * TINY["lr"]  # cosine decayed over the time budget
+
+
+def test_lr_schedule():
+    cfg = TrainConfig(lr=1.0, warmup_steps=10, min_lr_frac=0.1)
+    assert lr_at(cfg, 0, 0.0) == pytest.approx(0.1)
+    assert lr_at(cfg, 9, 0.01) == pytest.approx(1.0)
+    assert lr_at(cfg, 50, 0.5) == pytest.approx(0.55)
+    assert lr_at(cfg, 100, 1.0) == pytest.approx(0.1)
+    assert lr_at(TrainConfig(lr=0.5, schedule="constant"), 100, 0.9) == 0.5
+
+
+def test_gru_trains(corpus, tmp_path):
+    out = tmp_path / "g.safetensors"
+    run_training(cfg_for(corpus, out, cell="gru", max_steps=10))
+    assert load_model(out).model.config.cell == "gru"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_finishes_the_step_saves_and_exits_130(corpus, tmp_path, sig):
+    out = tmp_path / "m.safetensors"
+    cmd = [
+        sys.executable,
+        "-m",
+        "charterm",
+        "train",
+        "--data",
+        str(corpus),
+        "--out",
+        str(out),
+        "--hidden",
+        "48",
+        "--batch-size",
+        "8",
+        "--seq-length",
+        "32",
+        "--epochs",
+        "500",
+        "--progress",
+        "jsonl",
+    ]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+    )
+    steps = 0
+    for line in proc.stdout:
+        if '"event": "step"' in line:
+            steps += 1
+            if steps == 3:
+                break
+    t0 = time.monotonic()
+    proc.send_signal(sig)
+    rest, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    assert time.monotonic() - t0 < 10
+    assert "resume state saved" in err and "Traceback" not in err
+    assert '"reason": "' in rest.splitlines()[-1] and '"event": "done"' in rest.splitlines()[-1]
+    state = load_resume_state(resume_path_for(out))
+    assert state["step"] >= 1
+    resumed = subprocess.run(
+        cmd + ["--resume", "--max-steps", str(state["step"] + 5)], capture_output=True, text=True, timeout=60
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert load_resume_state(resume_path_for(out))["step"] == state["step"] + 5
