@@ -14,6 +14,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 RECIPES = {
+    "defaults": [],
     "notebook": ["--preset", "notebook"],
     "512x2 b32 lr3e-3": ["--hidden", "512", "--batch-size", "32", "--lr", "3e-3"],
     "512x2 b64 lr3e-3 drop0.1": ["--hidden", "512", "--batch-size", "64", "--lr", "3e-3", "--dropout", "0.1"],

@@ -54,6 +54,14 @@ class Stepper:
     def __init__(self, model: CharModel, precision: str = "int8"):
         if precision == "int8" and not _int8_available():
             precision = "fp32"
+        try:
+            self._pack(model, precision)
+        except RuntimeError:  # no int8 engine on this platform: full precision still works
+            if precision == "fp32":
+                raise
+            self._pack(model, "fp32")
+
+    def _pack(self, model: CharModel, precision: str) -> None:
         self.precision = precision
         self.config = c = model.config
         self.lstm = c.cell == "lstm"

@@ -136,3 +136,12 @@ def test_sampler_top_k_and_greedy():
     assert seen == {1, 2}
     hot = CharSampler(top_k=None, temperature=100.0, seed=0)
     assert len({hot(logits) for _ in range(500)}) == 5
+
+
+def test_int8_is_the_default_where_the_platform_has_it():
+    import platform
+
+    stepper = Stepper(make())
+    if platform.machine() in ("x86_64", "AMD64"):
+        assert stepper.precision == "int8"
+    assert Stepper(make(), "fp32").precision == "fp32"
