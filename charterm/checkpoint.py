@@ -163,12 +163,16 @@ def _numel(shape) -> int:
 
 
 def default_model_path() -> Path:
-    """The model shipped in models/ (editable install), or in the package (wheel); CHARTERM_MODEL overrides."""
+    """The model shipped in models/: beside the package (editable install) or installed with it
+    under <prefix>/share/charterm/models (wheel). CHARTERM_MODEL overrides."""
+    import sys
+
     env = os.environ.get("CHARTERM_MODEL")
     if env:
         return Path(env)
     here = Path(__file__).resolve().parent
-    for candidate in (here.parent / "models" / "anna.safetensors", here / "models" / "anna.safetensors"):
+    name = "anna.safetensors"
+    for candidate in (here.parent / "models" / name, Path(sys.prefix) / "share" / "charterm" / "models" / name):
         if candidate.exists():
             return candidate
     return here.parent / "models" / "anna.safetensors"

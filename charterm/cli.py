@@ -21,8 +21,8 @@ D = TrainConfig()  # the defaults, shown in --help
 
 app = typer.Typer(
     name="charterm",
-    help="A character-level LSTM text generator: train, generate, evaluate.",
-    no_args_is_help=True,
+    help="A character-level LSTM text generator. With no command: write a story with the model, full screen.",
+    invoke_without_command=True,
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
@@ -30,6 +30,10 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Get training texts.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(data_app, name="data")
+stories_app = typer.Typer(
+    help="Saved stories: list, show, export, remove.", no_args_is_help=True, rich_markup_mode=None
+)
+app.add_typer(stories_app, name="stories")
 
 
 class Progress(StrEnum):
@@ -62,13 +66,38 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def root(
+    ctx: typer.Context,
+    story: Annotated[
+        str | None, typer.Option(help="Open (or create) this story. [default: the last one]")
+    ] = None,
+    model: Annotated[
+        Path | None, typer.Option(help="Model file. [default: the story's, else the one shipped in models/]")
+    ] = None,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
     ] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks (also CHARTERM_DEBUG=1).")] = False,
 ) -> None:
+    """Write a story with the model (full screen) when no command is given."""
     if debug:
         os.environ["CHARTERM_DEBUG"] = "1"
+    if ctx.invoked_subcommand is not None:
+        if story is not None or model is not None:
+            raise UsageError("--story and --model before a command only apply to the app; put them after the command")
+        return
+    if not sys.stdin.isatty() or not sys.stdout.isatty():
+        raise UsageError("the story app needs a terminal; for scripts use `charterm generate` (see --help)")
+    if story is not None:
+        from charterm.store import check_name
+
+        check_name(story)
+    if model is not None and not model.is_file():
+        raise CharTermError(f"{model}: no such model file")
+    from charterm.app.app import CharTermApp
+
+    for name in ("COLUMNS", "LINES"):  # a fixed size from the environment would make Textual ignore resizes
+        os.environ.pop(name, None)
+    CharTermApp(story=story, model=str(model) if model else None).run()
 
 
 # --- train -------------------------------------------------------------------------------------
@@ -317,6 +346,10 @@ def generate(
     temperature: Annotated[float, typer.Option(help="Softmax temperature; 0 = always the most likely.")] = 1.0,
     seed: Annotated[int | None, typer.Option(help="Random seed: same seed, same text.")] = None,
     precision: Annotated[Precision, typer.Option(help="int8 (fast) or fp32 weights for sampling.")] = Precision.int8,
+    story: Annotated[
+        str | None,
+        typer.Option(help="Continue this saved story: the prime and the new text become turns; prints the new text."),
+    ] = None,
 ) -> None:
     """Write the prime and its continuation to stdout, streamed as it is generated."""
     if chars < 0:
@@ -334,6 +367,11 @@ def generate(
 
         prime = read_text(prime_file)
     prime = prime or ""
+    if story is not None:
+        from charterm.store import check_name
+
+        _continue_story(check_name(story), model, prime, chars, top_k, temperature, seed, precision.value)
+        return
 
     import torch
 
@@ -365,6 +403,122 @@ def generate(
             last_flush = now
     out.write("".join(buf) + ("\n" if out.isatty() else ""))
     out.flush()
+
+
+def _continue_story(name, model, prime, chars, top_k, temperature, seed, precision) -> None:
+    from charterm.checkpoint import load_model
+    from charterm.session import Session, Settings
+    from charterm.store import Store, check_name
+
+    store = Store()
+    name = check_name(name)
+    existing = store.load(name)
+    path = model
+    if path is None and existing is not None and existing.model_path and Path(existing.model_path).exists():
+        path = Path(existing.model_path)
+    loaded = load_model(path) if path else _load(None)
+    story = existing or store.open(name, str(Path(loaded.path).resolve()))
+    settings = Settings(top_k=top_k or 0, temperature=temperature, chars=max(chars, 1), seed=seed)
+    session = Session(loaded, store, story, settings=settings, precision=precision)
+    for notice in session.notices:
+        warn(notice)
+    if prime:
+        report = session.feed(prime)
+        if report:
+            warn(f"prime: {report.describe()}")
+    out = sys.stdout
+    if chars > 0:
+        with session.continue_(chars) as cont:
+            last_flush, buf = time.monotonic(), []
+            for ch in cont:
+                buf.append(ch)
+                if time.monotonic() - last_flush > 0.03:
+                    out.write("".join(buf))
+                    out.flush()
+                    buf.clear()
+                    last_flush = time.monotonic()
+            out.write("".join(buf))
+    out.write("\n" if out.isatty() else "")
+    out.flush()
+    for notice in session.notices:
+        warn(notice)
+    store.set_last_story(name)
+    store.close()
+
+
+# --- stories -----------------------------------------------------------------------------------
+
+
+class Format(StrEnum):
+    txt = "txt"
+    md = "md"
+
+
+def _story(name: str):
+    from charterm.store import Store
+
+    store = Store()
+    story = store.load(name)
+    if story is None:
+        raise CharTermError(f"no story named {name!r} (see `charterm stories list`)")
+    return store, story
+
+
+@stories_app.command("list")
+def stories_list(as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False) -> None:
+    """Saved stories, most recent first."""
+    from charterm.store import Store
+
+    store = Store()
+    rows = store.list_stories()
+    last = store.last_story()
+    if as_json:
+        print(json.dumps([{**r.__dict__, "last": r.name == last} for r in rows]))
+        return
+    if not rows:
+        print(f"no stories yet in {store.path} (run `charterm` to start one)", file=sys.stderr)
+        return
+    width = max(len(r.name) for r in rows)
+    for r in rows:
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(r.updated))
+        mark = "*" if r.name == last else " "
+        print(f"{mark} {r.name:<{width}}  {r.turns:>5} turns  {r.chars:>9,} chars  {when}")
+
+
+@stories_app.command("show")
+def stories_show(name: Annotated[str, typer.Argument(help="Story name.")]) -> None:
+    """Print a story's text."""
+    _, story = _story(name)
+    sys.stdout.write(story.text + ("\n" if story.text and not story.text.endswith("\n") else ""))
+
+
+@stories_app.command("export")
+def stories_export(
+    name: Annotated[str, typer.Argument(help="Story name.")],
+    format: Annotated[Format, typer.Option("--format", help="txt, or md with your parts in bold.")] = Format.txt,
+    out: Annotated[Path | None, typer.Option(help="Write to this file (atomically). [default: stdout]")] = None,
+) -> None:
+    """Write a story as text or markdown."""
+    from charterm.fsutil import atomic_write_bytes
+    from charterm.store import render
+
+    _, story = _story(name)
+    text = render(story.name, story.turns, format.value)
+    if out is None:
+        sys.stdout.write(text)
+        return
+    if out.is_dir():
+        raise UsageError(f"--out {out} is a directory; pass a file name")
+    atomic_write_bytes(out, text.encode())
+    print(f"{out}: {len(story.turns)} turns, {len(story.text):,} chars", file=sys.stderr)
+
+
+@stories_app.command("rm")
+def stories_rm(name: Annotated[str, typer.Argument(help="Story name.")]) -> None:
+    """Delete a story."""
+    store, story = _story(name)
+    store.delete(story.name)
+    print(f"removed story {story.name!r} ({len(story.turns)} turns)", file=sys.stderr)
 
 
 # --- eval and info -----------------------------------------------------------------------------

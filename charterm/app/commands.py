@@ -1,0 +1,106 @@
+"""Slash commands and keys: the table `/help` shows, parsing, and completion (no widgets here)."""
+
+from dataclasses import dataclass
+
+from textual.suggester import Suggester
+
+from charterm.errors import UsageError
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    args: str
+    help: str
+    choices: tuple[str, ...] = ()
+
+
+COMMANDS = [
+    Command("help", "", "this list of commands and keys"),
+    Command("topk", "N", "sample from the N most likely chars (0 = all)"),
+    Command("temp", "T", "temperature: lower is safer, higher is wilder (0 = always the likeliest)"),
+    Command("chars", "N", "chars the model writes per turn"),
+    Command("stop", "none|sentence|paragraph", "also end a turn at the end of a sentence or paragraph",
+            ("none", "sentence", "paragraph")),
+    Command("seed", "N|off", "fix the random seed (the same story then gets the same text)", ("off",)),
+    Command("undo", "", "drop the last turn (the model's state goes back exactly)"),
+    Command("retry", "", "write the model's last turn again"),
+    Command("model", "PATH", "switch to another model file (the state is rebuilt from the story)"),
+    Command("load", "", "switch to the model training has just improved"),
+    Command("follow", "on|off", "switch to each better model training writes, automatically", ("on", "off")),
+    Command("story", "[NAME]", "open or create a story (no name: list them)"),
+    Command("export", "PATH [md]", "write the story to a text (or markdown) file"),
+    Command("train", "[options]", "train in the background, e.g. /train --epochs 5 --data my.txt"),
+    Command("cancel", "", "stop training (it saves a resume state)"),
+    Command("quit", "", "save and leave"),
+]
+BY_NAME = {c.name: c for c in COMMANDS}
+
+KEYS = [
+    ("Enter", "add what you typed and let the model continue (empty: just continue)"),
+    ("Esc", "stop the model now (what it wrote so far is kept)"),
+    ("Ctrl+Z", "undo the last turn"),
+    ("Ctrl+R", "retry: write the model's last turn again"),
+    ("Ctrl+T", "start training (Ctrl+T again: cancel it)"),
+    ("Ctrl+L", "switch to the model training just improved"),
+    ("Ctrl+B", "show or hide the side pane"),
+    ("PgUp/PgDn", "scroll the story"),
+    ("Tab", "complete a /command"),
+    ("F1", "help"),
+    ("Ctrl+Q", "save and quit"),
+]
+
+ESCAPES = {"n": "\n", "t": "\t", "\\": "\\"}
+
+
+def parse(line: str) -> tuple[str, str]:
+    """'/topk 5' -> ('topk', '5'). Unknown commands are a UsageError naming the close ones."""
+    body = line.strip()[1:]
+    name, _, rest = body.partition(" ")
+    name = name.lower()
+    if name not in BY_NAME:
+        close = [c.name for c in COMMANDS if c.name.startswith(name[:2])] if name else []
+        hint = f" (did you mean /{', /'.join(close)}?)" if close else ""
+        raise UsageError(f"unknown command /{name}{hint}; /help lists them")
+    return name, rest.strip()
+
+
+def unescape(text: str) -> str:
+    r"""What the person typed, with \n for a new line, \t for a tab and \\ for a backslash."""
+    out, i = [], 0
+    while i < len(text):
+        ch = text[i]
+        if ch == "\\" and i + 1 < len(text) and text[i + 1] in ESCAPES:
+            out.append(ESCAPES[text[i + 1]])
+            i += 2
+            continue
+        out.append(ch)
+        i += 1
+    return "".join(out)
+
+
+class CommandSuggester(Suggester):
+    """Completes '/to' to '/topk ', and arguments with fixed choices ('/stop s' to '/stop sentence')."""
+
+    def __init__(self) -> None:
+        super().__init__(use_cache=False, case_sensitive=True)
+
+    async def get_suggestion(self, value: str) -> str | None:
+        return complete(value)
+
+
+def complete(value: str) -> str | None:
+    if not value.startswith("/"):
+        return None
+    name, space, arg = value[1:].partition(" ")
+    if not space:
+        for c in COMMANDS:
+            if c.name.startswith(name.lower()) and c.name != name:
+                return f"/{c.name} "
+        return None
+    cmd = BY_NAME.get(name.lower())
+    if cmd and arg:
+        for choice in cmd.choices:
+            if choice.startswith(arg) and choice != arg:
+                return f"/{name} {choice}"
+    return None

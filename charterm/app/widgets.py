@@ -1,0 +1,95 @@
+"""The app's small widgets: the prompt line, the model card, the sampling settings."""
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.widgets import Input, Label, Static
+
+from charterm.app.commands import CommandSuggester, complete
+
+
+class PromptInput(Input):
+    """The line at the bottom: story text, or a /command. Tab completes a command."""
+
+    BINDINGS = [Binding("tab", "complete", "complete", show=False, priority=True)]
+
+    def __init__(self, **kw) -> None:
+        super().__init__(
+            placeholder="Type to add to the story, Enter to let the model continue; /help for commands",
+            suggester=CommandSuggester(),
+            compact=True,
+            select_on_focus=False,
+            **kw,
+        )
+
+    def action_complete(self) -> None:
+        suggestion = complete(self.value)
+        if suggestion:
+            self.value = suggestion
+            self.cursor_position = len(suggestion)
+        elif not self.value.startswith("/"):
+            self.screen.focus_next()
+
+
+class ModelCard(Static):
+    """Name, size and validation loss of the model in use."""
+
+    def show(self, card: dict | None, status: str = "") -> None:
+        if card is None:
+            self.update(status or "loading the model...")
+            return
+        val = card.get("val_loss")
+        lines = [
+            card["name"],
+            f"{card['cell'].upper()} {card['hidden']}x{card['layers']}, {card['params'] / 1e6:.2f}M params",
+            f"val loss {val:.4f}" if isinstance(val, float) else "val loss unknown",
+        ]
+        if status:
+            lines.append(status)
+        self.update("\n".join(lines))
+
+
+class SettingsPanel(Vertical):
+    """top-k, temperature, chars per turn and stop, editable: Enter (or leaving the field) applies."""
+
+    class Changed(Message):
+        def __init__(self, field: str, value: str) -> None:
+            super().__init__()
+            self.field = field
+            self.value = value
+
+    FIELDS = (("top_k", "top-k"), ("temperature", "temp"), ("chars", "chars"), ("stop_at", "stop"))
+
+    def compose(self) -> ComposeResult:
+        for row in (self.FIELDS[:2], self.FIELDS[2:]):  # two to a line: the side pane is short at 80x24
+            with Horizontal(classes="setting"):
+                for field, label in row:
+                    yield Label(label, classes="setting-label")
+                    yield Input(id=f"set-{field}", compact=True, select_on_focus=True)
+
+    def show(self, settings: dict) -> None:
+        for field, _ in self.FIELDS:
+            widget = self.query_one(f"#set-{field}", Input)
+            if not widget.has_focus:
+                widget.value = str(settings[field])
+        self._shown = dict(settings)
+
+    @on(Input.Submitted)
+    def _submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        self._apply(event.input)
+        self.app.set_focus(self.app.query_one(PromptInput))
+
+    @on(Input.Blurred)
+    def _blurred(self, event: Input.Blurred) -> None:
+        self._apply(event.input)
+
+    def _apply(self, widget: Input) -> None:
+        field = (widget.id or "").removeprefix("set-")
+        shown = getattr(self, "_shown", {})
+        value = widget.value.strip()
+        if field in shown and value != str(shown[field]):
+            shown[field] = value  # the blur that follows an Enter must not apply it again
+            self.post_message(self.Changed(field, value))

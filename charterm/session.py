@@ -1,0 +1,398 @@
+"""A story written by a person and the model together.
+
+The session holds the model, the story's turns (who wrote what), the LSTM state after every
+turn (so undo is exact and instant), and the sampling settings. The story text is the source
+of truth: a state that is missing, or belongs to another model, is rebuilt by feeding the text
+(its last `context_chars` chars). With a `Store`, each turn is committed as it ends.
+
+No UI code: the app and the CLI both drive this.
+"""
+
+import os
+import random
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, fields
+
+import torch
+
+from charterm.checkpoint import LoadedModel
+from charterm.errors import UsageError
+from charterm.model import State
+from charterm.sampling import CharSampler, Generation, Stepper, feed
+from charterm.store import LIVE_WRITERS, MODEL, PERSON, Store, Story, StoryChanged, Turn, new_owner, owner_alive
+from charterm.text import FoldReport
+
+STOP_AT = ("none", "sentence", "paragraph")
+DRAFT_EVERY = 0.5  # seconds between saves of the text a running generation has shown
+WORD_SLACK = 30  # with whole_words, at most this many chars past the limit to finish a word
+SENTENCE_END = ".!?"
+CLOSERS = "\"')]"
+
+
+@dataclass
+class Settings:
+    """How the model continues: top-k, temperature, chars per turn, where to stop early."""
+
+    top_k: int = 5  # 0 = the whole vocabulary
+    temperature: float = 1.0
+    chars: int = 300
+    stop_at: str = "none"  # none | sentence | paragraph
+    seed: int | None = None  # fixed seed: the same session gives the same text
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.top_k, int) or self.top_k < 0:
+            raise UsageError(f"top-k must be a whole number, 0 or more (got {self.top_k!r})")
+        if not isinstance(self.temperature, int | float) or not 0 <= self.temperature <= 10:
+            raise UsageError(f"temperature must be between 0 and 10 (got {self.temperature!r})")
+        if not isinstance(self.chars, int) or not 1 <= self.chars <= 100_000:
+            raise UsageError(f"chars per turn must be between 1 and 100000 (got {self.chars!r})")
+        if self.stop_at not in STOP_AT:
+            raise UsageError(f"stop must be one of {', '.join(STOP_AT)} (got {self.stop_at!r})")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Settings":
+        """Settings saved with a story; values that no longer validate fall back to defaults."""
+        names = {f.name for f in fields(cls)}
+        out = cls()
+        for k, v in d.items():
+            if k in names:
+                try:
+                    out = cls(**{**out.to_dict(), k: v})
+                except UsageError:
+                    pass
+        return out
+
+
+def pack_state(state: State) -> bytes:
+    from safetensors.torch import save
+
+    return save({f"s{i}": s.detach().float().cpu().contiguous() for i, s in enumerate(state)})
+
+
+def unpack_state(data: bytes | None, loaded: LoadedModel) -> State | None:
+    """The stored state if it fits this model's shapes, else None (then it is rebuilt)."""
+    if not data:
+        return None
+    from safetensors.torch import load
+
+    c = loaded.model.config
+    n = 2 if c.cell == "lstm" else 1
+    try:
+        d = load(data)
+        state = tuple(d[f"s{i}"] for i in range(n))
+    except Exception:  # a damaged cache is not an error: the text is the source of truth
+        return None
+    if len(d) != n or any(s.shape != (c.layers, 1, c.hidden) or s.dtype != torch.float32 for s in state):
+        return None
+    return state
+
+
+class Session:
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        store: Store | None = None,
+        story: Story | None = None,
+        settings: Settings | None = None,
+        precision: str = "int8",
+        context_chars: int = 20_000,
+    ):
+        self.store = store
+        self.story = story
+        self.context_chars = context_chars
+        self.precision = precision
+        self.notices: list[str] = []  # things the person should be told (reloads, recoveries)
+        self.turns: list[Turn] = list(story.turns) if story else []
+        self.settings = settings or Settings.from_dict(story.settings if story else {})
+        self._rng = random.Random(self.settings.seed)
+        self._lock = threading.RLock()
+        self._set_model(loaded)
+        if store and story and story.draft is not None and not owner_alive(story.draft_owner):
+            recovered = store.recover_draft(story.id)
+            if recovered is not None:
+                self.sync(quiet=True)
+                self.notices.append(f"recovered {len(recovered.text):,} chars the model wrote before charterm stopped")
+        self.state_after(len(self.turns) - 1)
+
+    @classmethod
+    def open(cls, store: Store, name: str, loaded: LoadedModel, **kw) -> "Session":
+        story = store.open(name, str(loaded.path) if loaded.path else None)
+        return cls(loaded, store, story, **kw)
+
+    # --- what the story is --------------------------------------------------------------------
+
+    @property
+    def text(self) -> str:
+        return "".join(t.text for t in self.turns)
+
+    @property
+    def name(self) -> str | None:
+        return self.story.name if self.story else None
+
+    @property
+    def state(self) -> State:
+        return self.state_after(len(self.turns) - 1)
+
+    def runs(self) -> list[tuple[str, str]]:
+        """(author, text) per turn, for display."""
+        return [(t.author, t.text) for t in self.turns]
+
+    def state_after(self, i: int) -> State:
+        """The LSTM state after turn i (-1: before the story). Taken from memory, else from the
+        store's cache if it was made by this model, else rebuilt by feeding the text."""
+        with self._lock:
+            if i < 0:
+                return self._start
+            if self._known(i):
+                return self._states[i]
+            turn = self.turns[i]
+            # walk back to a known state within the context window, else start fresh
+            j, chars = i - 1, len(turn.text)
+            while j >= 0 and chars < self.context_chars and not self._known(j):
+                chars += len(self.turns[j].text)
+                j -= 1
+            if j >= 0 and chars < self.context_chars:
+                text, state = "".join(t.text for t in self.turns[j + 1 : i + 1]), self._states[j]
+            else:
+                text = "".join(t.text for t in self.turns[: i + 1])[-self.context_chars :]
+                state = self._start
+            state = self._feed(text, state)
+            self._states[i] = state
+            if self.store and turn.id is not None:
+                turn.state, turn.fingerprint = pack_state(state), self.loaded.fingerprint
+                self.store.save_state(turn.id, turn.state, turn.fingerprint)
+            return state
+
+    def _known(self, j: int) -> bool:
+        """Whether the state after turn j is at hand (in memory, or a readable cache made by this
+        model, which is then loaded into memory)."""
+        if self._states[j] is None and self.turns[j].fingerprint == self.loaded.fingerprint:
+            self._states[j] = unpack_state(self.turns[j].state, self.loaded)
+        return self._states[j] is not None
+
+    # --- writing ------------------------------------------------------------------------------
+
+    def feed(self, text: str) -> FoldReport:
+        """The person's turn: run their text through the LSTM as one sequence and save it.
+        Chars outside the model's vocabulary are folded or dropped for the model (the story keeps
+        them as typed); the report says which."""
+        if not text:
+            return FoldReport()
+        with self._lock:
+            self.sync()
+            folded, report = self.loaded.vocab.fold(text)
+            state = self._feed(folded, self.state)
+            self._commit(Turn(PERSON, text, pack_state(state), self.loaded.fingerprint), state)
+            return report
+
+    def continue_(self, chars: int | None = None, whole_words: bool = False) -> "Continuation":
+        """The model's turn: iterate the returned Continuation for chars; `close()` saves them.
+        With `whole_words`, the turn goes on past the limit to the end of the word (and the space
+        after it), so the person's next words don't land in the middle of one."""
+        with self._lock:
+            self.sync()
+            seed = self._rng.getrandbits(32) if self.settings.seed is not None else int.from_bytes(os.urandom(4))
+            return Continuation(self, chars or self.settings.chars, seed, whole_words)
+
+    def undo(self) -> Turn | None:
+        """Drop the last turn; the state goes back to exactly what it was before it."""
+        with self._lock:
+            self.sync()
+            if not self.turns:
+                return None
+            if self.store and self.story:
+                self.story.revision = self.store.delete_last_turn(self.story.id, self.story.revision)
+            self._states.pop()
+            return self.turns.pop()
+
+    def retry(self, chars: int | None = None, whole_words: bool = False) -> "Continuation":
+        """Undo the model's last turn (if the last turn is the model's) and continue again."""
+        with self._lock:
+            self.sync()
+            if self.turns and self.turns[-1].author == MODEL:
+                self.undo()
+            return self.continue_(chars, whole_words)
+
+    def update_settings(self, **changes) -> Settings:
+        """Change sampling settings (validated) and save them with the story."""
+        with self._lock:
+            new = Settings(**{**self.settings.to_dict(), **changes})
+            if new.seed != self.settings.seed:
+                self._rng = random.Random(new.seed)
+            self.settings = new
+            if self.store and self.story:
+                self.store.set_settings(self.story.id, new.to_dict())
+            return new
+
+    def switch_model(self, loaded: LoadedModel) -> None:
+        """Use another model: the text stays, the state is rebuilt by feeding it to the new model."""
+        with self._lock:
+            self._set_model(loaded)
+            self.state_after(len(self.turns) - 1)
+            if self.store and self.story:
+                self.story.model_path = str(loaded.path) if loaded.path else None
+                self.store.set_model(self.story.id, self.story.model_path)
+
+    def sync(self, quiet: bool = False) -> bool:
+        """If another writer changed the story since we read it, reload it (keeping the states
+        of the turns we share) and say so in `notices`. Returns whether it reloaded."""
+        if not (self.store and self.story):
+            return False
+        with self._lock:
+            if self.store.revision(self.story.id) == self.story.revision:
+                return False
+            fresh = self.store.load(self.story.name)
+            if fresh is None:
+                raise StoryChanged(f"the story {self.story.name!r} was deleted in another window")
+            # keep the states of the common prefix only: a state depends on every turn before it
+            states: list[State | None] = [None] * len(fresh.turns)
+            for k, (old, new) in enumerate(zip(self.turns, fresh.turns, strict=False)):
+                if (old.id, old.author, old.text) != (new.id, new.author, new.text):
+                    break
+                states[k] = self._states[k]
+            before = len(self.turns)
+            self.story, self.turns, self._states = fresh, list(fresh.turns), states
+            if not quiet:
+                self.notices.append(
+                    f"the story was changed in another window; reloaded it ({before} -> {len(self.turns)} turns)"
+                )
+            return True
+
+    # --- internals ----------------------------------------------------------------------------
+
+    def _set_model(self, loaded: LoadedModel) -> None:
+        self.loaded = loaded
+        self.loaded.model.eval()
+        self.stepper = Stepper(loaded.model, self.precision)
+        vocab = loaded.vocab
+        start = "\n" if "\n" in vocab.index else vocab.chars[0]
+        self._start = self._feed(start, None)
+        self._states: list[State | None] = [None] * len(self.turns)
+
+    def _feed(self, text: str, state: State | None) -> State:
+        folded, _ = self.loaded.vocab.fold(text)
+        if not folded:
+            return state if state is not None else self.loaded.model.init_state(1, "cpu")
+        ids = [self.loaded.vocab.index[c] for c in folded]
+        _, state = feed(self.loaded.model, ids, state)
+        return state
+
+    def logits(self, state: State) -> torch.Tensor:
+        """The next-char logits implied by a state (the read-out of the top layer's h)."""
+        return self.stepper.fc(state[0][-1].reshape(1, -1)).reshape(-1)
+
+    def _commit(self, turn: Turn, state: State | None = None) -> None:
+        """Append a turn to the story (one transaction). If another writer got there first, reload
+        and put this turn after theirs: nothing is lost, nothing is doubled."""
+        with self._lock:
+            for _ in range(5):
+                if self.store and self.story:
+                    try:
+                        self.story.revision = self.store.append_turn(self.story.id, self.story.revision, turn)
+                    except StoryChanged:
+                        self.sync()
+                        state = None
+                        turn.state = turn.fingerprint = None
+                        continue
+                self.turns.append(turn)
+                self._states.append(state)
+                if state is None:
+                    self.state_after(len(self.turns) - 1)
+                return
+            raise StoryChanged("the story keeps changing in another window; try again")
+
+
+class Continuation:
+    """The model writing one turn. Iterate for chars (one str each); `stop()` (from any thread)
+    ends it before the next char; `close()` commits exactly the chars that were yielded, with the
+    state after the last of them. While it runs, the shown text is saved as a draft every
+    DRAFT_EVERY seconds, so a kill -9 loses at most that much."""
+
+    def __init__(self, session: Session, limit: int, seed: int, whole_words: bool = False):
+        self.session = session
+        self.limit = limit
+        self.whole_words = whole_words
+        self.seed = seed
+        self.chars: list[str] = []
+        self._stop = threading.Event()
+        self._closed = False
+        self.turn: Turn | None = None
+        self.owner = new_owner()
+        LIVE_WRITERS.add(self.owner)
+        s = session.settings
+        state = session.state
+        sampler = CharSampler(s.top_k or None, s.temperature, seed)
+        self._gen = Generation(session.stepper, session.logits(state), state, sampler)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.chars)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def __iter__(self) -> Iterator[str]:
+        session, vocab = self.session, self.session.loaded.vocab
+        store, story = session.store, session.story
+        stop_at = session.settings.stop_at
+        last_save = time.monotonic()
+        chars = iter(self._gen)
+        while not self._stop.is_set():
+            ch = vocab.chars[next(chars)]
+            self.chars.append(ch)
+            yield ch
+            if self._at_stop(stop_at) or self._at_limit():
+                return
+            if store and story and time.monotonic() - last_save > DRAFT_EVERY:
+                store.save_draft(story.id, MODEL, self.text, self.owner)
+                last_save = time.monotonic()
+
+    def _at_limit(self) -> bool:
+        n = len(self.chars)
+        if not self.whole_words:
+            return n >= self.limit
+        return n >= self.limit + WORD_SLACK or (n >= self.limit and self.chars[-1].isspace())
+
+    def _at_stop(self, stop_at: str) -> bool:
+        c = self.chars
+        if stop_at == "paragraph":
+            return len(c) >= 2 and c[-1] == "\n" and c[-2] == "\n"
+        if stop_at == "sentence" and c[-1].isspace():
+            i = len(c) - 2
+            while i >= 0 and c[i] in CLOSERS:
+                i -= 1
+            return i >= 0 and c[i] in SENTENCE_END
+        return False
+
+    def close(self) -> Turn | None:
+        """Save what was generated as the model's turn (nothing if no char was)."""
+        if self._closed:
+            return self.turn
+        self._closed = True
+        LIVE_WRITERS.discard(self.owner)
+        s = self.session
+        if not self.chars:
+            if s.store and s.story:
+                s.store.drop_draft(s.story.id)
+            return None
+        state = self._gen.state
+        self.turn = Turn(MODEL, self.text, pack_state(state), s.loaded.fingerprint)
+        s._commit(self.turn, state)
+        return self.turn
+
+    def run(self) -> Turn | None:
+        """Generate to the end (no streaming) and save."""
+        for _ in self:
+            pass
+        return self.close()
+
+    def __enter__(self) -> "Continuation":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

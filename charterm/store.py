@@ -1,0 +1,410 @@
+"""Stories on disk: one SQLite database (WAL) in the data dir, one transaction per turn.
+
+A story is a list of turns (who wrote it, the text, and a cache of the LSTM state after it,
+tagged with the model's fingerprint). Every change bumps the story's `revision`; a writer
+passes the revision it last saw, and a mismatch raises `StoryChanged` instead of silently
+interleaving two windows' turns. The text a generation has shown so far is kept in `drafts`
+(rewritten every half second or so) so a kill -9 loses at most the last moment of it.
+"""
+
+import contextlib
+import json
+import os
+import re
+import socket
+import sqlite3
+import threading
+import time
+import unicodedata
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from charterm.errors import CharTermError, UsageError
+
+PERSON, MODEL = "person", "model"
+MAX_NAME = 100
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS stories (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    model_path TEXT,
+    settings TEXT NOT NULL DEFAULT '{}',
+    created REAL NOT NULL,
+    updated REAL NOT NULL,
+    revision INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS turns (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused: caches are keyed by turn id
+    story_id INTEGER NOT NULL REFERENCES stories(id) ON DELETE CASCADE,
+    seq INTEGER NOT NULL,
+    author TEXT NOT NULL CHECK (author IN ('person', 'model')),
+    text TEXT NOT NULL,
+    created REAL NOT NULL,
+    state BLOB,
+    fingerprint TEXT,
+    UNIQUE (story_id, seq)
+);
+CREATE TABLE IF NOT EXISTS drafts (
+    story_id INTEGER PRIMARY KEY REFERENCES stories(id) ON DELETE CASCADE,
+    author TEXT NOT NULL,
+    text TEXT NOT NULL,
+    updated REAL NOT NULL,
+    owner TEXT NOT NULL DEFAULT ''  -- host:pid of the writer, so a live generation is not taken over
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+class StoryChanged(CharTermError):
+    """Another window (or `charterm generate --story`) changed the story since we last read it."""
+
+
+LIVE_WRITERS: set[str] = set()  # the draft owners of this process still generating
+
+
+def new_owner() -> str:
+    """A draft owner id: host, pid and a token for one generation."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+
+
+def owner_alive(owner: str) -> bool:
+    """Whether the generation that wrote a draft may still be running: in this process, if it has
+    not finished; on this host, if its process is alive; on another host, unknown: no."""
+    host, pid, token = (owner.split(":") + ["", "", ""])[:3]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    if int(pid) == os.getpid():
+        return owner in LIVE_WRITERS
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def home() -> Path:
+    """The data dir: $CHARTERM_HOME, else the platform's user data dir."""
+    env = os.environ.get("CHARTERM_HOME")
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("charterm", appauthor=False))
+
+
+def check_name(name: str) -> str:
+    """A story name is a label, never a path: printable, 1-100 chars, trimmed."""
+    name = unicodedata.normalize("NFC", name).strip()
+    if not name:
+        raise UsageError("a story name cannot be empty")
+    if len(name) > MAX_NAME:
+        raise UsageError(f"a story name can be at most {MAX_NAME} characters (got {len(name)})")
+    if any(unicodedata.category(c)[0] == "C" for c in name):
+        raise UsageError("a story name cannot contain control characters (tabs, newlines, NUL)")
+    return name
+
+
+def slug(name: str) -> str:
+    """A file name for exporting a story: letters, digits, '-', '_' and '.' only, no leading dot."""
+    out = "".join(c if c.isalnum() or c in "-_." else "-" for c in name).strip(".-") or "story"
+    return out[:80]
+
+
+@dataclass
+class Turn:
+    author: str
+    text: str
+    state: bytes | None = None  # the LSTM state after this turn (see session.pack_state)
+    fingerprint: str | None = None  # the model the state belongs to
+    id: int | None = None
+    created: float = 0.0
+
+
+@dataclass
+class Story:
+    id: int
+    name: str
+    model_path: str | None
+    settings: dict
+    created: float
+    updated: float
+    revision: int
+    turns: list[Turn] = field(default_factory=list)
+    draft: Turn | None = None  # text a generation showed but never finished (recovered on open)
+    draft_owner: str = ""
+
+    @property
+    def text(self) -> str:
+        return "".join(t.text for t in self.turns)
+
+
+@dataclass
+class StorySummary:
+    name: str
+    turns: int
+    chars: int
+    updated: float
+    model_path: str | None
+
+
+class Store:
+    """The stories database. Thread-safe: the app writes from a worker thread."""
+
+    def __init__(self, path: str | os.PathLike | None = None):
+        self.path = Path(path) if path else home() / "stories.db"
+        _private_dir(self.path.parent)
+        if not self.path.exists():
+            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+        self._lock = threading.RLock()
+        try:
+            self.db = sqlite3.connect(self.path, timeout=15, isolation_level=None, check_same_thread=False)
+            self.db.execute("PRAGMA busy_timeout = 15000")
+            mode = self.db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            self.db.execute("PRAGMA synchronous = FULL")
+            self.db.execute("PRAGMA foreign_keys = ON")
+            with self.transaction():
+                version = self.db.execute("PRAGMA user_version").fetchone()[0]
+                if version > SCHEMA_VERSION:
+                    raise CharTermError(
+                        f"{self.path} was written by a newer charterm (schema {version}); upgrade charterm"
+                    )
+                for statement in SCHEMA.split(";"):
+                    if statement.strip():
+                        self.db.execute(statement)
+                self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        except sqlite3.DatabaseError as e:
+            raise CharTermError(f"{self.path}: cannot open the stories database ({e})") from None
+        if mode.lower() != "wal":
+            raise CharTermError(f"{self.path}: SQLite refused WAL mode ({mode}); is it on a network file system?")
+        for suffix in ("-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.chmod(f"{self.path}{suffix}", 0o600)
+
+    def close(self) -> None:
+        with self._lock:
+            self.db.close()
+
+    @contextlib.contextmanager
+    def transaction(self):
+        """BEGIN IMMEDIATE ... COMMIT: the write lock is taken up front, so two writers queue."""
+        with self._lock:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.db
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
+
+    # --- stories ------------------------------------------------------------------------------
+
+    def list_stories(self) -> list[StorySummary]:
+        with self._lock:
+            rows = self.db.execute(
+                "SELECT s.name, COUNT(t.id), COALESCE(SUM(LENGTH(t.text)), 0), s.updated, s.model_path "
+                "FROM stories s LEFT JOIN turns t ON t.story_id = s.id GROUP BY s.id ORDER BY s.updated DESC"
+            ).fetchall()
+        return [StorySummary(*r) for r in rows]
+
+    def load(self, name: str) -> Story | None:
+        """The story with its turns (and any unfinished draft), read in one snapshot."""
+        with self.transaction() as db:
+            row = db.execute(
+                "SELECT id, name, model_path, settings, created, updated, revision FROM stories WHERE name = ?",
+                (check_name(name),),
+            ).fetchone()
+            if row is None:
+                return None
+            story = Story(*row[:3], _json(row[3]), *row[4:])
+            story.turns = [
+                Turn(author, text, state, fp, tid, created)
+                for tid, author, text, created, state, fp in db.execute(
+                    "SELECT id, author, text, created, state, fingerprint FROM turns WHERE story_id = ? ORDER BY seq",
+                    (story.id,),
+                )
+            ]
+            draft = db.execute(
+                "SELECT author, text, updated, owner FROM drafts WHERE story_id = ?", (story.id,)
+            ).fetchone()
+            if draft and draft[1]:
+                story.draft, story.draft_owner = Turn(draft[0], draft[1], created=draft[2]), draft[3]
+        return story
+
+    def create(self, name: str, model_path: str | None = None, settings: dict | None = None) -> Story:
+        name = check_name(name)
+        now = time.time()
+        try:
+            with self.transaction() as db:
+                db.execute(
+                    "INSERT INTO stories (name, model_path, settings, created, updated) VALUES (?, ?, ?, ?, ?)",
+                    (name, model_path, json.dumps(settings or {}), now, now),
+                )
+        except sqlite3.IntegrityError:
+            raise CharTermError(f"a story named {name!r} already exists") from None
+        return self.load(name)
+
+    def open(self, name: str, model_path: str | None = None) -> Story:
+        """Load the story, creating it (with `model_path`) if there is none of that name."""
+        story = self.load(name)
+        if story is None:
+            with contextlib.suppress(CharTermError):
+                return self.create(name, model_path)
+            story = self.load(name)  # created by another process in between
+        return story
+
+    def delete(self, name: str) -> None:
+        name = check_name(name)
+        with self.transaction() as db:
+            cur = db.execute("DELETE FROM stories WHERE name = ?", (name,))
+            if cur.rowcount == 0:
+                raise CharTermError(f"no story named {name!r} (see `charterm stories list`)")
+            db.execute("DELETE FROM meta WHERE key = 'last_story' AND value = ?", (name,))
+
+    def revision(self, story_id: int) -> int:
+        with self._lock:
+            row = self.db.execute("SELECT revision FROM stories WHERE id = ?", (story_id,)).fetchone()
+        if row is None:
+            raise StoryChanged("the story was deleted by another window")
+        return row[0]
+
+    def set_model(self, story_id: int, model_path: str | None) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE stories SET model_path = ? WHERE id = ?", (model_path, story_id))
+
+    def set_settings(self, story_id: int, settings: dict) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE stories SET settings = ? WHERE id = ?", (json.dumps(settings), story_id))
+
+    def last_story(self) -> str | None:
+        with self._lock:
+            row = self.db.execute("SELECT value FROM meta WHERE key = 'last_story'").fetchone()
+        return row[0] if row else None
+
+    def set_last_story(self, name: str) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('last_story', ?)", (name,))
+
+    # --- turns --------------------------------------------------------------------------------
+
+    def append_turn(self, story_id: int, revision: int, turn: Turn) -> int:
+        """Add a turn (and drop the draft it finishes) in one transaction; returns the new revision."""
+        with self.transaction() as db:
+            self._check(db, story_id, revision)
+            seq = db.execute("SELECT COALESCE(MAX(seq), -1) + 1 FROM turns WHERE story_id = ?", (story_id,))
+            seq = seq.fetchone()[0]
+            turn.created = turn.created or time.time()
+            cur = db.execute(
+                "INSERT INTO turns (story_id, seq, author, text, created, state, fingerprint) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (story_id, seq, turn.author, turn.text, turn.created, turn.state, turn.fingerprint),
+            )
+            turn.id = cur.lastrowid
+            db.execute("DELETE FROM drafts WHERE story_id = ?", (story_id,))
+            return self._bump(db, story_id, revision)
+
+    def delete_last_turn(self, story_id: int, revision: int) -> int:
+        with self.transaction() as db:
+            self._check(db, story_id, revision)
+            db.execute(
+                "DELETE FROM turns WHERE id = (SELECT id FROM turns WHERE story_id = ? ORDER BY seq DESC LIMIT 1)",
+                (story_id,),
+            )
+            return self._bump(db, story_id, revision)
+
+    def save_state(self, turn_id: int, state: bytes, fingerprint: str) -> None:
+        """Cache the LSTM state after a turn (not a change to the story: no revision bump)."""
+        with self.transaction() as db:
+            db.execute("UPDATE turns SET state = ?, fingerprint = ? WHERE id = ?", (state, fingerprint, turn_id))
+
+    def save_draft(self, story_id: int, author: str, text: str, owner: str = "") -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO drafts (story_id, author, text, updated, owner) VALUES (?, ?, ?, ?, ?)",
+                (story_id, author, text, time.time(), owner),
+            )
+
+    def recover_draft(self, story_id: int) -> Turn | None:
+        """Turn an abandoned draft into a turn, atomically: of two windows opening the story at
+        once, one recovers it and the other finds it gone."""
+        with self.transaction() as db:
+            row = db.execute("SELECT author, text FROM drafts WHERE story_id = ?", (story_id,)).fetchone()
+            if row is None:
+                return None
+            db.execute("DELETE FROM drafts WHERE story_id = ?", (story_id,))
+            if not row[1]:
+                return None
+            (revision,) = db.execute("SELECT revision FROM stories WHERE id = ?", (story_id,)).fetchone()
+            seq = db.execute("SELECT COALESCE(MAX(seq), -1) + 1 FROM turns WHERE story_id = ?", (story_id,))
+            turn = Turn(row[0], row[1], created=time.time())
+            cur = db.execute(
+                "INSERT INTO turns (story_id, seq, author, text, created) VALUES (?, ?, ?, ?, ?)",
+                (story_id, seq.fetchone()[0], turn.author, turn.text, turn.created),
+            )
+            turn.id = cur.lastrowid
+            self._bump(db, story_id, revision)
+            return turn
+
+    def drop_draft(self, story_id: int) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM drafts WHERE story_id = ?", (story_id,))
+
+    def integrity_check(self) -> str:
+        with self._lock:
+            return self.db.execute("PRAGMA integrity_check").fetchone()[0]
+
+    @staticmethod
+    def _check(db, story_id: int, revision: int) -> None:
+        row = db.execute("SELECT revision FROM stories WHERE id = ?", (story_id,)).fetchone()
+        if row is None:
+            raise StoryChanged("the story was deleted by another window")
+        if row[0] != revision:
+            raise StoryChanged("the story was changed by another window")
+
+    @staticmethod
+    def _bump(db, story_id: int, revision: int) -> int:
+        db.execute("UPDATE stories SET revision = ?, updated = ? WHERE id = ?", (revision + 1, time.time(), story_id))
+        return revision + 1
+
+
+def _json(s: str) -> dict:
+    try:
+        d = json.loads(s)
+    except ValueError:
+        return {}
+    return d if isinstance(d, dict) else {}
+
+
+def _private_dir(path: Path) -> None:
+    """Create the data dir owner-only (0700); an existing dir is tightened, not loosened."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077 and path == home():
+        os.chmod(path, 0o700)
+
+
+def render(name: str, turns: list[Turn], fmt: str = "txt") -> str:
+    """A story as plain text, or as markdown with the person's parts in bold."""
+    if fmt == "txt":
+        return "".join(t.text for t in turns)
+    if fmt != "md":
+        raise UsageError(f"unknown format {fmt!r}; use txt or md")
+    out = [f"# {_md_escape(name)}\n\n"]
+    for t in turns:
+        lines = _md_escape(t.text).split("\n")
+        if t.author == PERSON:  # bold per line (emphasis cannot span a blank line), spaces outside the **
+            lines = [re.sub(r"^(\s*)(.*?)(\s*)$", r"\1**\2**\3", line) if line.strip() else line for line in lines]
+        out.append("\n".join(lines))
+    return "".join(out).rstrip("\n") + "\n"
+
+
+def _md_escape(text: str) -> str:
+    """Backslash-escape what markdown would read as syntax: inline markers anywhere, block markers
+    (headings, quotes, lists) at the start of a line."""
+    text = re.sub(r"([\\`*_\[\]<>|~])", r"\\\1", text)
+    text = re.sub(r"(?m)^(\s*)([#>+-])", r"\1\\\2", text)
+    return re.sub(r"(?m)^(\s*\d+)([.)])", r"\1\\\2", text)

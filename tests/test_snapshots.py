@@ -1,0 +1,134 @@
+"""What the app looks like at 80x24: SVG snapshots (pytest-textual-snapshot) of fixed, model-free states.
+
+The story is written into the store beforehand (no generation), the model is a small untrained LSTM over a
+fixed alphabet, saved under a fixed name with fixed metadata (the card shows its name, size and val loss), the
+cursor does not blink and the training pane's progress bar runs on a mock clock, so the screens are the same on
+every run and every machine.
+Regenerate after an intended change with `pytest tests/test_snapshots.py --snapshot-update`, and look at them.
+"""
+
+import string
+
+import pytest
+from apphelpers import RecordingApp, wait_idle, wait_until
+from textual.clock import MockClock
+from textual.widgets import Input, ProgressBar
+
+from charterm.app.training_pane import TrainingPane
+from charterm.store import MODEL, PERSON, Store, Turn
+
+SIZE = (80, 24)
+STORY = [
+    (PERSON, "Happy families are all alike; "),
+    (MODEL, "every unhappy family is unhappy in its own way.\n\nEverything was in confusion in the house."),
+    (PERSON, " The wife had found out"),
+    (MODEL, " that the husband was carrying on an intrigue."),
+]
+
+
+def write_model(path) -> None:
+    """A small untrained LSTM over a fixed alphabet: nothing on screen depends on the training text or on luck."""
+    import torch
+
+    from charterm.checkpoint import save_model
+    from charterm.config import ModelConfig
+    from charterm.model import CharModel
+    from charterm.text import Vocabulary
+
+    vocab = Vocabulary(sorted(set("\n !'(),-.:;?" + string.ascii_letters + string.digits)))
+    torch.manual_seed(0)
+    model = CharModel(ModelConfig(vocab_size=len(vocab), hidden=48, layers=2))
+    save_model(path, model, vocab, {"val_loss": 1.8765, "steps": 100})
+
+
+@pytest.fixture
+def snap_app(tmp_path, monkeypatch):
+    """An app on a fresh CHARTERM_HOME holding the story "tale", with the model at .../anna-tiny.safetensors."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("CHARTERM_HOME", str(home))
+    model = tmp_path / "anna-tiny.safetensors"
+    write_model(model)
+    store = Store()
+    try:
+        story = store.open("tale", str(model))
+        revision = story.revision
+        for author, text in STORY:
+            revision = store.append_turn(story.id, revision, Turn(author, text))
+        store.set_last_story("tale")
+    finally:
+        store.close()
+    return RecordingApp(model=str(model))
+
+
+async def settle(pilot) -> None:
+    """Wait until the model is loaded and the story shown, then stop the cursor blinking."""
+    app = pilot.app
+    await wait_idle(pilot)
+    await wait_until(pilot, lambda: app.query_one("#story").text == "".join(t for _, t in STORY), 10)
+    for widget in app.query(Input):
+        widget.cursor_blink = False
+    await pilot.pause()
+
+
+def test_main_screen_with_a_story(snap_compare, snap_app):
+    assert snap_compare(snap_app, terminal_size=SIZE, run_before=settle)
+
+
+def test_help_screen(snap_compare, snap_app):
+    assert snap_compare(snap_app, terminal_size=SIZE, press=["f1"], run_before=settle)
+
+
+def test_side_pane_hidden(snap_compare, snap_app):
+    assert snap_compare(snap_app, terminal_size=SIZE, press=["ctrl+b"], run_before=settle)
+
+
+def test_training_pane_after_some_events(snap_compare, snap_app):
+    async def run_before(pilot):
+        await settle(pilot)
+        pane = pilot.app.query_one(TrainingPane)
+        pane.query_one(ProgressBar)._clock = MockClock()  # no ETA from the wall clock
+        pane.handle(
+            {
+                "event": "start",
+                "params": 21_345,
+                "total_steps": 200,
+                "epochs": 2,
+                "step": 0,
+                "device": "cpu",
+                "out": "models/anna-2.safetensors",
+                "config": {"eval_every": 50},
+            }
+        )
+        for n in range(1, 121):
+            pane.handle(
+                {
+                    "event": "step",
+                    "step": n,
+                    "total_steps": 200,
+                    "epoch": n / 100,
+                    "loss": 3.5 - 1.5 * n / 120,
+                    "lr": 0.002,
+                    "chars_per_sec": 12_345.6,
+                    "elapsed": n / 10,
+                    "progress": n / 200,
+                }
+            )
+            if n % 50 == 0:
+                val = 3.2 - n / 100
+                pane.handle(
+                    {
+                        "event": "eval",
+                        "step": n,
+                        "epoch": n / 100,
+                        "val_loss": val,
+                        "train_loss": val - 0.1,
+                        "best_val_loss": val,
+                        "improved": True,
+                        "seconds": 0.1,
+                    }
+                )
+        before = pane.redraws
+        await wait_until(pilot, lambda: pane.redraws > before and not pane._redraw_pending, 5, "the chart")
+        await pilot.pause()
+
+    assert snap_compare(snap_app, terminal_size=SIZE, run_before=run_before)

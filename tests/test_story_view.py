@@ -1,0 +1,315 @@
+"""StoryView: wrapping, author styles, literal text, following the end, and cheap appends."""
+
+import asyncio
+import random
+
+import pytest
+from rich.cells import cell_len
+from textual.app import App, ComposeResult
+
+from charterm.app import story_view
+from charterm.app.story_view import MODEL, PERSON, StoryView
+
+SCROLLBAR = 2  # default vertical scrollbar width; StoryView always shows it
+
+
+class Host(App):
+    CSS = """
+    .plain > .story-view--person { text-style: none; }
+    """
+
+    def __init__(self, view: StoryView | None = None) -> None:
+        super().__init__()
+        self.view = view or StoryView()
+
+    def compose(self) -> ComposeResult:
+        yield self.view
+
+
+def run(test, width=20, height=8, view=None):
+    """Run `test(pilot, view)` in a Host app whose story view wraps to `width` cells."""
+
+    async def main():
+        app = Host(view)
+        async with app.run_test(size=(width + SCROLLBAR, height)) as pilot:
+            await pilot.pause()
+            assert app.view._wrap_width == width
+            await test(pilot, app.view)
+
+    asyncio.run(main())
+
+
+def shown(view: StoryView) -> list[str]:
+    """The visible lines as rendered, trailing blanks stripped."""
+    return [view.render_line(y).text.rstrip() for y in range(view.size.height)]
+
+
+def wrapped(view: StoryView) -> list[str]:
+    """All display lines at the current width."""
+    return [line.text for line in view._lines]
+
+
+def test_word_wrap_at_spaces():
+    async def check(pilot, view):
+        view.set_runs([(MODEL, "the quick brown fox jumps over the lazy dog")])
+        await pilot.pause()
+        assert [line.rstrip() for line in wrapped(view)] == ["the quick", "brown fox", "jumps over", "the lazy", "dog"]
+        assert shown(view)[:6] == ["the quick", "brown fox", "jumps over", "the lazy", "dog", ""]
+        for y in range(view.size.height):
+            assert view.render_line(y).cell_length == view.size.width
+
+    run(check, width=10)
+
+
+def test_long_word_is_hard_broken():
+    async def check(pilot, view):
+        view.set_runs([(MODEL, "hi abcdefghijklmnopqrstuvwxy z")])
+        await pilot.pause()
+        assert [line.rstrip() for line in wrapped(view)] == ["hi", "abcdefghij", "klmnopqrst", "uvwxy z"]
+
+    run(check, width=10)
+
+
+def test_newlines_start_lines():
+    async def check(pilot, view):
+        view.set_runs([(PERSON, "one\n\ntwo three"), (MODEL, "\nfour\n")])
+        await pilot.pause()
+        assert wrapped(view) == ["one", "", "two three", "four", ""]
+        assert view.virtual_size.height == 5
+
+    run(check)
+
+
+def test_person_bold_and_coloured_model_plain():
+    async def check(pilot, view):
+        view.set_runs([(PERSON, "Alice said "), (MODEL, "hello")])
+        await pilot.pause()
+        segments = [s for s in view.render_line(0) if s.text.strip()]
+        assert [s.text for s in segments] == ["Alice said ", "hello"]
+        person, model = segments[0].style, segments[1].style
+        assert person.bold is True
+        assert not model.bold
+        assert person.color != model.color
+
+    run(check)
+
+
+def test_styles_come_from_component_classes():
+    async def check(pilot, view):
+        view.set_runs([(PERSON, "me")])
+        await pilot.pause()
+        assert view.render_line(0)._segments[0].style.bold is True
+        view.add_class("plain")
+        await pilot.pause()
+        assert not view.render_line(0)._segments[0].style.bold
+
+    run(check)
+
+
+def test_markup_is_shown_literally():
+    async def check(pilot, view):
+        view.set_runs([(PERSON, "[b]x[/b] and [/] ok "), (MODEL, "[red]**no**[/red] :smile:")])
+        await pilot.pause()
+        view.append(" [/]", MODEL)
+        await pilot.pause()
+        assert shown(view)[:2] == ["[b]x[/b] and [/] ok [red]**no**[/red]", ":smile: [/]"]
+        assert view.text == "[b]x[/b] and [/] ok [red]**no**[/red] :smile: [/]"
+
+    run(check, width=40)
+
+
+def test_append_merges_runs_and_words_across_authors():
+    async def check(pilot, view):
+        view.append("Hello wo", PERSON)
+        view.append("r", MODEL)
+        view.append("ld", MODEL)
+        view.append("\nBye", PERSON)
+        await pilot.pause()
+        assert view.runs == [(PERSON, "Hello wo"), (MODEL, "rld"), (PERSON, "\nBye")]
+        assert view.text == "Hello world\nBye"
+        # "world" is one word even though two authors wrote it: it moves to the next line whole.
+        assert [line.segments for line in view._lines] == [
+            ((PERSON, "Hello "),),
+            ((PERSON, "wo"), (MODEL, "rld")),
+            ((PERSON, "Bye"),),
+        ]
+        with pytest.raises(ValueError):
+            view.append("x", "narrator")
+
+    run(check, width=8)
+
+
+def test_set_runs_merges_and_clear_empties():
+    async def check(pilot, view):
+        view.set_runs([(MODEL, "a"), (MODEL, "b"), (PERSON, ""), (MODEL, "c"), (PERSON, "d")])
+        assert view.runs == [(MODEL, "abc"), (PERSON, "d")]
+        view.clear()
+        await pilot.pause()
+        assert view.runs == [] and view.text == ""
+        assert shown(view) == [""] * view.size.height
+        assert all(view.render_line(y).cell_length == view.size.width for y in range(view.size.height))
+
+    run(check)
+
+
+def test_appends_match_set_runs():
+    """Streaming a story in random chunks lays it out exactly as setting it at once."""
+    rng = random.Random(3)
+    words = ["a", "tale", "of", "two", "cities", "supercalifragilistic", "\n", "\n\n", "中文", " ", "x\ty"]
+    chunks = [
+        (rng.choice([PERSON, MODEL]), "".join(rng.choice(words) for _ in range(rng.randint(1, 6)))) for _ in range(300)
+    ]
+
+    async def check(pilot, view):
+        for author, text in chunks:
+            view.append(text, author)
+        streamed = [line.segments for line in view._lines]
+        runs = view.runs
+        view.set_runs(runs)
+        assert view.runs == runs
+        assert "".join(text for _, text in chunks) == view.text
+        assert [line.segments for line in view._lines] == streamed
+
+    run(check, width=12)
+
+
+def test_follows_end_while_at_bottom():
+    async def check(pilot, view):
+        view.set_runs([(MODEL, "\n".join(f"line {i}" for i in range(50)))])
+        await pilot.pause()
+        assert view.max_scroll_y > 0
+        assert view.scroll_y == view.max_scroll_y
+        for i in range(5):
+            view.append(f"\nmore {i}", MODEL)
+        await pilot.pause()
+        assert view.scroll_y == view.max_scroll_y
+        assert shown(view)[-1] == "more 4"
+        # Within one line of the end still counts as following.
+        view.scroll_to(y=view.max_scroll_y - 1, animate=False)
+        await pilot.pause()
+        view.append("\nlast", PERSON)
+        await pilot.pause()
+        assert view.scroll_y == view.max_scroll_y
+        assert shown(view)[-1] == "last"
+
+    run(check)
+
+
+def test_does_not_follow_when_scrolled_up():
+    async def check(pilot, view):
+        view.set_runs([(MODEL, "\n".join(f"line {i}" for i in range(50)))])
+        await pilot.pause()
+        view.scroll_to(y=10, animate=False)
+        await pilot.pause()
+        for i in range(5):
+            view.append(f"\nmore {i}", MODEL)
+        await pilot.pause()
+        assert view.scroll_y == 10
+        assert shown(view)[0] == "line 10"
+        assert view.max_scroll_y > 10
+
+    run(check)
+
+
+def test_scroll_keys():
+    async def check(pilot, view):
+        view.set_runs([(MODEL, "\n".join(f"line {i}" for i in range(50)))])
+        view.focus()
+        await pilot.pause()
+        page = view.scrollable_content_region.height
+        await pilot.press("home")
+        assert view.scroll_y == 0
+        await pilot.press("pagedown")
+        assert view.scroll_y == page
+        await pilot.press("down")
+        assert view.scroll_y == page + 1
+        await pilot.press("up", "pageup")
+        assert view.scroll_y == 0
+        await pilot.press("end")
+        assert view.scroll_y == view.max_scroll_y > 0
+        await pilot.press("pageup")
+        assert view.scroll_y == view.max_scroll_y - page
+        view.page_down()
+        assert view.scroll_y == view.max_scroll_y
+
+    run(check)
+
+
+def test_rewraps_on_resize():
+    async def check(pilot, view):
+        view.set_runs([(PERSON, "one two three "), (MODEL, "four five six seven")])
+        await pilot.pause()
+        assert [line.rstrip() for line in wrapped(view)] == ["one two three four", "five six seven"]
+        await pilot.resize_terminal(10 + SCROLLBAR, 8)
+        await pilot.pause()
+        assert view._wrap_width == 10
+        assert [line.rstrip() for line in wrapped(view)] == ["one two", "three four", "five six", "seven"]
+        assert shown(view)[:4] == ["one two", "three four", "five six", "seven"]
+        assert view.virtual_size.height == 4
+
+    run(check)
+
+
+def test_wide_characters_measured_in_cells():
+    async def check(pilot, view):
+        view.set_runs([(MODEL, "中文字符测试\nab 中文中文中\n" + "😀" * 6)])
+        await pilot.pause()
+        assert wrapped(view) == ["中文字符测", "试", "ab ", "中文中文中", "😀" * 5, "😀"]
+        assert all(cell_len(line) <= 10 for line in wrapped(view))
+        assert all(view.render_line(y).cell_length == view.size.width for y in range(view.size.height))
+
+    run(check, width=10)
+
+
+def test_tabs_and_control_characters():
+    async def check(pilot, view):
+        view.set_runs([(MODEL, "a\tb\nx\x07y\x1b[31mred\r")])
+        await pilot.pause()
+        assert wrapped(view) == ["a   b", "x\ufffdy\ufffd[31mred\ufffd"]
+        assert view.text == "a\tb\nx\x07y\x1b[31mred\r"
+        assert all(view.render_line(y).cell_length == view.size.width for y in range(view.size.height))
+
+    run(check)
+
+
+def test_filled_before_mount():
+    view = StoryView()
+    view.set_runs([(MODEL, "replaced")])
+    view.clear()
+    view.append("written before ", PERSON)
+    view.append("the first layout", MODEL)
+    assert view.text == "written before the first layout"
+    assert view._lines == []
+
+    async def check(pilot, view):
+        assert [line.rstrip() for line in wrapped(view)] == ["written before the", "first layout"]
+
+    run(check, view=view)
+
+
+def test_append_rewraps_only_the_last_logical_line(monkeypatch):
+    async def check(pilot, view):
+        for i in range(2000):
+            view.append(f"line {i} of a tale\n", MODEL if i % 2 else PERSON)
+        view.append("a last paragraph long enough to wrap over several display lines", MODEL)
+        await pilot.pause()
+        before = list(view._lines)
+        tail_start = view._tail_start
+        assert tail_start == 2000 and len(before) > 2002
+
+        calls = []
+        real = story_view.wrap_spans
+
+        def counting(spans, width):
+            calls.append(spans)
+            return real(spans, width)
+
+        monkeypatch.setattr(story_view, "wrap_spans", counting)
+        view.append(" and a bit", MODEL)
+        assert calls == [[(MODEL, "a last paragraph long enough to wrap over several display lines and a bit")]]
+        after = view._lines
+        assert all(a is b for a, b in zip(before[:tail_start], after[:tail_start], strict=True))
+        assert wrapped(view)[-1].endswith("a bit")
+        assert view.scroll_y == view.max_scroll_y
+
+    run(check)
