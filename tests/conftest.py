@@ -31,11 +31,22 @@ def small_text() -> str:
     if ANNA.exists():
         with open(ANNA, encoding="utf-8") as f:
             return f.read(30_000)
-    words = "happy families are all alike every unhappy family is unhappy in its own way".split()
     import random
+    import string
 
+    words = "happy families are all alike every unhappy family is unhappy in its own way".split()
+    words += list(string.ascii_letters) + list(string.digits) + ["Anna", "Levin", "Kitty", "Oblonsky"]
     rng = random.Random(0)
-    return "\n".join(" ".join(rng.choice(words) for _ in range(12)).capitalize() + "." for _ in range(500))
+    paragraphs = []
+    for _ in range(350):
+        sentences = []
+        for _ in range(rng.randint(1, 4)):
+            s = " ".join(rng.choice(words) for _ in range(rng.randint(4, 12))).capitalize()
+            s = s.replace(" ", ", ", 1) if rng.random() < 0.5 else s
+            end = rng.choice(".!?;:")
+            sentences.append(f'"{s}{end}" said Anna.' if rng.random() < 0.3 else f"{s} ({rng.choice(words)}){end}")
+        paragraphs.append("\n".join(sentences))
+    return "\n\n".join(paragraphs) + "\n"
 
 
 @pytest.fixture(scope="session")

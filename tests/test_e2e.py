@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 from conftest import run_cli
 
+from charterm.session import WORD_SLACK
+
 CHARTERM = Path(sys.executable).parent / "charterm"
 pytestmark = [
     pytest.mark.slow,
@@ -280,7 +282,7 @@ def test_kill_9_while_writing_keeps_the_database_and_the_shown_text(term):
     finally:
         db.close()
     assert [a for a, _ in turns] == ["person", "model", "person"]
-    assert turns[0][1] == "Levin" and len(turns[1][1]) == 30 and turns[2][1] == "Anna"
+    assert turns[0][1] == "Levin" and 30 <= len(turns[1][1]) <= 30 + WORD_SLACK and turns[2][1] == "Anna"
     assert len(drafts) == 1 and drafts[0][0] == "model" and drafts[0][1]
     committed = "".join(t for _, t in turns)
     assert reference in squash(committed + drafts[0][1])
