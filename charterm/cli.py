@@ -407,18 +407,17 @@ def generate(
 
 
 def _continue_story(name, model, prime, chars, top_k, temperature, seed, precision) -> None:
-    from charterm.checkpoint import load_model
-    from charterm.session import Session, Settings
+    from charterm.session import Session, Settings, model_path_for
     from charterm.store import Store, check_name
 
     store = Store()
     name = check_name(name)
     existing = store.load(name)
-    path = model
-    if path is None and existing is not None and existing.model_path and Path(existing.model_path).exists():
-        path = Path(existing.model_path)
-    loaded = load_model(path) if path else _load(None)
-    story = existing or store.open(name, str(Path(loaded.path).resolve()))
+    path, notice = model_path_for(existing, model)
+    if notice:
+        warn(notice)
+    loaded = _load(path)
+    story = existing or store.open(name)
     settings = Settings(top_k=top_k or 0, temperature=temperature, chars=max(chars, 1), seed=seed)
     session = Session(loaded, store, story, settings=settings, precision=precision)
     for notice in session.notices:

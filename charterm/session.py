@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 
 import torch
 
@@ -68,6 +69,22 @@ class Settings:
         return out
 
 
+def model_path_for(story: Story | None, given=None, fallback=None) -> tuple[Path, str | None]:
+    """The model a story opens with: `given`, else the story's own if the file is still there,
+    else `fallback` (default: the shipped model). Also returns a notice if the story's is gone."""
+    if given:
+        return Path(given), None
+    if fallback is None:
+        from charterm.checkpoint import default_model_path
+
+        fallback = default_model_path()
+    if story is not None and story.model_path:
+        if Path(story.model_path).is_file():
+            return Path(story.model_path), None
+        return Path(fallback), f"the story's model {story.model_path} is gone; using {Path(fallback).name}"
+    return Path(fallback), None
+
+
 def pack_state(state: State) -> bytes:
     from safetensors.torch import save
 
@@ -112,6 +129,9 @@ class Session:
         self._rng = random.Random(self.settings.seed)
         self._lock = threading.RLock()
         self._set_model(loaded)
+        if store and story and loaded.path and story.model_path != str(Path(loaded.path).resolve()):
+            story.model_path = str(Path(loaded.path).resolve())  # the story reopens with the model last used
+            store.set_model(story.id, story.model_path)
         if store and story and story.draft is not None and not owner_alive(story.draft_owner):
             recovered = store.recover_draft(story.id)
             if recovered is not None:
@@ -121,7 +141,7 @@ class Session:
 
     @classmethod
     def open(cls, store: Store, name: str, loaded: LoadedModel, **kw) -> "Session":
-        story = store.open(name, str(loaded.path) if loaded.path else None)
+        story = store.open(name, str(Path(loaded.path).resolve()) if loaded.path else None)
         return cls(loaded, store, story, **kw)
 
     # --- what the story is --------------------------------------------------------------------
@@ -235,7 +255,7 @@ class Session:
             self._set_model(loaded)
             self.state_after(len(self.turns) - 1)
             if self.store and self.story:
-                self.story.model_path = str(loaded.path) if loaded.path else None
+                self.story.model_path = str(Path(loaded.path).resolve()) if loaded.path else None
                 self.store.set_model(self.story.id, self.story.model_path)
 
     def sync(self, quiet: bool = False) -> bool:

@@ -190,6 +190,41 @@ def test_escape_stops_a_long_generation_and_keeps_what_was_shown(home, tiny_mode
     run_app(test, model=tiny_model)
 
 
+def test_stop_command_without_an_argument_stops_the_model(home, tiny_model):
+    async def test(app, pilot):
+        await wait_ready(pilot)
+        await submit(pilot, "/chars 100000")
+        await type_line(pilot, "Once")
+        await wait_until(pilot, lambda: len(view(app).text) > 100, 20, "the model to write")
+        await type_line(pilot, "/stop")
+        await wait_until(pilot, lambda: idle(app), 5, "the generation to stop")
+        assert 100 < len(app.session.turns[-1].text) < 100_000
+        assert app.session.settings.stop_at == "none"
+        assert view(app).text == app.session.text == "".join(text for _, text in stored())
+
+    run_app(test, model=tiny_model)
+
+
+def test_a_turn_written_elsewhere_shows_up_in_an_idle_window(home, tiny_model):
+    from charterm.store import Turn
+
+    async def test(app, pilot):
+        await wait_ready(pilot)
+        await submit(pilot, "/chars 20")
+        await write_turn(pilot, "Anna")
+        other = Store()  # another window, or `charterm generate --story`, on the same story
+        story = other.load("untitled")
+        other.append_turn(story.id, story.revision, Turn(PERSON, " Levin came in."))
+        other.close()
+        await wait_until(pilot, lambda: view(app).text.endswith(" Levin came in."), 10, "the reload")
+        assert app.session.text == view(app).text == "".join(text for _, text in stored())
+        assert any("changed in another window" in m for m in app.messages())
+        await write_turn(pilot, " Then")  # this window's next turn goes after the other window's
+        assert [text for _, text in stored()][2:4] == [" Levin came in.", " Then"]
+
+    run_app(test, model=tiny_model)
+
+
 def test_undo_and_retry(home, tiny_model):
     async def test(app, pilot):
         await wait_ready(pilot)

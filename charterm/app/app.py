@@ -120,6 +120,7 @@ class CharTermApp(App):
         self._busy += 1
         self._tasks.put(self._load_task)
         self.set_interval(1 / FLUSH_HZ, self._flush_stream)
+        self.set_interval(2.0, self._watch_story)
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             import asyncio
 
@@ -164,29 +165,21 @@ class CharTermApp(App):
     def _load_task(self) -> None:
         import torch
 
-        from charterm.checkpoint import default_model_path, load_model
-        from charterm.session import Session
+        from charterm.checkpoint import load_model
+        from charterm.session import Session, model_path_for
         from charterm.store import Store, check_name
 
         torch.set_num_threads(1)  # one char at a time gains nothing from more; the UI keeps a core
         store = self.store = Store()
         name = check_name(self.story_name or store.last_story() or "untitled")
         story = store.load(name)
-        path = self.model_path
-        if path is None and story is not None and story.model_path:
-            if Path(story.model_path).exists():
-                path = story.model_path
-            else:
-                self.post_message(Notice(f"the story's model {story.model_path} is gone; using the default", "warning"))
-        path = Path(path) if path else default_model_path()
+        path, notice = model_path_for(story, self.model_path)
+        if notice:
+            self.post_message(Notice(notice, "warning"))
         if not path.exists():
             raise CharTermError(f"no model at {path}; train one (/train) or open one with /model PATH")
         loaded = load_model(path)
-        if story is None:
-            story = store.open(name, str(path.resolve()))
-        session = Session(loaded, store, story, precision=self.precision)
-        if session.story.model_path != str(path.resolve()):
-            store.set_model(session.story.id, str(path.resolve()))
+        session = Session(loaded, store, story or store.open(name), precision=self.precision)
         store.set_last_story(name)
         self.session = session
         self._emit(("reset", session.runs()))
@@ -227,6 +220,18 @@ class CharTermApp(App):
         if self._continuation is not None:
             rate = self._gen_chars / max(1e-3, time.monotonic() - self._gen_started)
             self._set_status(f"writing... {self._gen_chars:,} chars, {rate:,.0f} chars/s (Esc stops)")
+
+    def _watch_story(self) -> None:
+        """Another window (or `charterm generate --story`) may write to this story: reload it."""
+        s = self.session
+        if s is None or s.story is None or self._busy or self.store is None:
+            return
+        try:
+            changed = self.store.revision(s.story.id) != s.story.revision
+        except CharTermError:
+            changed = True
+        if changed:
+            self._submit(s.sync)
 
     @on(SessionReady)
     def _session_ready(self, message: SessionReady) -> None:
@@ -325,6 +330,8 @@ class CharTermApp(App):
             simple[name]()
         elif name == "quit":
             self.call_later(self.action_quit)
+        elif name == "stop" and not arg:
+            self.action_stop()
         elif name in ("topk", "temp", "chars", "stop", "seed"):
             self._set_setting(name, arg)
         elif name == "model":
@@ -394,12 +401,13 @@ class CharTermApp(App):
 
         def task():
             from charterm.checkpoint import load_model
-            from charterm.session import Session
+            from charterm.session import Session, model_path_for
 
-            story = self.store.open(name, str(self.session.loaded.path))
+            story = self.store.open(name)
             loaded = self.session.loaded
-            if story.model_path and story.model_path != str(loaded.path) and Path(story.model_path).exists():
-                loaded = load_model(story.model_path)
+            path, _ = model_path_for(story, fallback=loaded.path)
+            if path.resolve() != Path(loaded.path).resolve():
+                loaded = load_model(path)
             self.session = Session(loaded, self.store, story, precision=self.precision)
             self.store.set_last_story(name)
             self.story_name = name
