@@ -195,6 +195,21 @@ def test_follows_end_while_at_bottom():
     run(check)
 
 
+def test_a_resize_while_following_stays_at_the_end():
+    async def check(pilot, view):
+        view.set_runs([(MODEL, "\n".join(f"line {i} with some words" for i in range(80)))])
+        await pilot.pause()
+        for size in ((40, 12), (20 + SCROLLBAR, 8), (30, 6)):  # taller, back, and shorter + narrower
+            await pilot.resize_terminal(*size)
+            await pilot.pause()
+            view.append("\nmore", MODEL)
+            await pilot.pause()
+            assert view.max_scroll_y > 0 and view.scroll_y == view.max_scroll_y, size
+            assert shown(view)[-1] == "more"
+
+    run(check)
+
+
 def test_does_not_follow_when_scrolled_up():
     async def check(pilot, view):
         view.set_runs([(MODEL, "\n".join(f"line {i}" for i in range(50)))])

@@ -178,6 +178,7 @@ class StoryView(ScrollView, can_focus=True):
         """The width `_lines` was wrapped to; 0 until the first layout."""
         self._styles: dict[str, Style] = {}
         self._width_check_pending = False
+        self._following = True  # at the end: appends keep it there
 
     @property
     def runs(self) -> list[tuple[str, str]]:
@@ -293,18 +294,21 @@ class StoryView(ScrollView, can_focus=True):
         self.virtual_size = Size(width, len(self._lines))
 
     def _is_following(self) -> bool:
-        """Is the view at the end, or within one line of it?"""
-        if self.is_vertical_scrollbar_grabbed:
-            return False
-        return not self.size or self.scroll_offset.y >= self.max_scroll_y - 1
+        """Was the view at the end (or within one line of it) when it last scrolled? Kept as a
+        flag, not computed from the size, so a resize doesn't make a following view let go."""
+        return self._following and not self.is_vertical_scrollbar_grabbed
+
+    def watch_scroll_y(self, old_value: float, new_value: float) -> None:
+        super().watch_scroll_y(old_value, new_value)
+        if self.size.height:
+            self._following = round(new_value) >= self.max_scroll_y - 1
 
     def _rewrap_if_width_changed(self) -> None:
         self._width_check_pending = False
-        if self._content_width() == self._wrap_width:
-            return
         follow = self._is_following()
-        self._rewrap_all()
-        self.refresh()
+        if self._content_width() != self._wrap_width:
+            self._rewrap_all()
+            self.refresh()
         if follow:
             self.scroll_to_end()
 
