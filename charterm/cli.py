@@ -367,6 +367,10 @@ def generate(
 
         prime = read_text(prime_file)
     prime = prime or ""
+    try:
+        prime.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UsageError("--prime is not valid UTF-8; put the text in a file and pass --prime-file") from None
     if story is not None:
         from charterm.store import check_name
 

@@ -1,6 +1,7 @@
 """Atomic file writes: a temp file in the same folder, fsync, rename, fsync the folder."""
 
 import contextlib
+import glob
 import os
 import tempfile
 from pathlib import Path
@@ -33,3 +34,15 @@ def atomic_path(path: str | os.PathLike):
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
+
+
+def remove_stale_temps(path: str | os.PathLike) -> int:
+    """Delete temp files that an `atomic_path` write to `path` left when its process was killed
+    (call it only when no other process writes `path`). Returns how many it removed."""
+    path = Path(path)
+    removed = 0
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+            removed += 1
+    return removed

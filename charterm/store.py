@@ -104,15 +104,18 @@ def check_name(name: str) -> str:
         raise UsageError("a story name cannot be empty")
     if len(name) > MAX_NAME:
         raise UsageError(f"a story name can be at most {MAX_NAME} characters (got {len(name)})")
-    if any(unicodedata.category(c)[0] == "C" for c in name):
-        raise UsageError("a story name cannot contain control characters (tabs, newlines, NUL)")
+    if any(unicodedata.category(c) in ("Cc", "Cs", "Cn") for c in name):
+        raise UsageError("a story name cannot contain control characters (tabs, newlines, NUL) or unassigned ones")
     return name
 
 
 def slug(name: str) -> str:
     """A file name for exporting a story: letters, digits, '-', '_' and '.' only, no leading dot."""
     out = "".join(c if c.isalnum() or c in "-_." else "-" for c in name).strip(".-") or "story"
-    return out[:80]
+    out = out[:80]
+    while len(out.encode()) > 200:  # file names are limited in bytes, not chars
+        out = out[:-1]
+    return out
 
 
 @dataclass
@@ -394,17 +397,30 @@ def render(name: str, turns: list[Turn], fmt: str = "txt") -> str:
     if fmt != "md":
         raise UsageError(f"unknown format {fmt!r}; use txt or md")
     out = [f"# {_md_escape(name)}\n\n"]
+    runs: list[list] = []  # consecutive turns by one author, as one run
     for t in turns:
-        lines = _md_escape(t.text).split("\n")
-        if t.author == PERSON:  # bold per line (emphasis cannot span a blank line), spaces outside the **
-            lines = [re.sub(r"^(\s*)(.*?)(\s*)$", r"\1**\2**\3", line) if line.strip() else line for line in lines]
+        if runs and runs[-1][0] == t.author:
+            runs[-1][1] += t.text
+        else:
+            runs.append([t.author, t.text])
+    for author, text in runs:
+        lines = _md_escape(text, out[-1].endswith("\n")).split("\n")
+        if author == PERSON:  # bold per line (it cannot span a blank line), spaces outside the tags
+            lines = [_STRONG.sub(r"\1<strong>\2</strong>\3", line) if line.strip() else line for line in lines]
         out.append("\n".join(lines))
     return "".join(out).rstrip("\n") + "\n"
 
 
-def _md_escape(text: str) -> str:
-    """Backslash-escape what markdown would read as syntax: inline markers anywhere, block markers
-    (headings, quotes, lists) at the start of a line."""
-    text = re.sub(r"([\\`*_\[\]<>|~])", r"\\\1", text)
-    text = re.sub(r"(?m)^(\s*)([#>+-])", r"\1\\\2", text)
-    return re.sub(r"(?m)^(\s*\d+)([.)])", r"\1\\\2", text)
+_STRONG = re.compile(r"^((?:&#32;|\s)*)(.*?)(\s*)$")  # spaces (or their entities) stay outside the tags
+
+
+def _md_escape(text: str, at_line_start: bool = True) -> str:
+    """Backslash-escape what markdown would read as syntax: inline markers anywhere, and at the
+    start of a line block markers (headings, quotes, lists) and indentation (a code block)."""
+    lines = re.sub(r"([\\`*_\[\]<>|~&=])", r"\\\1", text).split("\n")
+    for i, line in enumerate(lines):
+        if i or at_line_start:
+            line = re.sub(r"^[ \t]+", lambda m: "&#32;" * len(m.group(0).expandtabs(4)), line)
+            line = re.sub(r"^([#>+-])", r"\\\1", line)
+            lines[i] = re.sub(r"^(\d+)([.)])", r"\1\\\2", line)
+    return "\n".join(lines)

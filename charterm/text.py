@@ -198,11 +198,12 @@ def check_sizes(n_chars: int, val_frac: float, batch_size: int, seq_length: int)
         return
     smallest = min(n_train, n_val)
     fit = (smallest - 1) // seq_length
-    hint = (
-        f"--batch-size {fit} would fit at --seq-length {seq_length}"
-        if fit >= 1
-        else f"try --seq-length {max(1, (smallest - 1) // max(1, batch_size))} or a smaller --batch-size"
-    )
+    if fit >= 1:
+        hint = f"--batch-size {fit} would fit at --seq-length {seq_length}"
+    elif (smallest - 1) // batch_size >= 1:
+        hint = f"try --seq-length {(smallest - 1) // batch_size} or a smaller --batch-size"
+    else:
+        hint = f"try --batch-size {max(1, smallest - 1)} --seq-length 1"
     raise UsageError(
         f"text too small: {n_chars:,} chars gives {n_train:,} for training and {n_val:,} for validation "
         f"(--val-frac {val_frac}), but one batch needs {batch_size * seq_length + 1:,} "

@@ -23,7 +23,7 @@ from charterm.checkpoint import save_model
 from charterm.config import ModelConfig, TrainConfig
 from charterm.errors import CharTermError, UsageError
 from charterm.evaluate import _autocast, evaluate
-from charterm.fsutil import atomic_path
+from charterm.fsutil import atomic_path, remove_stale_temps
 from charterm.model import CharModel
 from charterm.text import Vocabulary, check_sizes, make_rows, read_text, sha256_file, split_train_val
 
@@ -193,6 +193,8 @@ def run_training(
     check_sizes(len(text), cfg.val_frac, cfg.batch_size, cfg.seq_length)
     if len(vocab) < 2:
         raise UsageError(f"{data_path} has only {len(vocab)} distinct char(s); a model needs at least 2")
+    for path in (out, rpath):  # half-written files of a run that was killed mid-write
+        remove_stale_temps(path)
 
     ids = vocab.encode(text)
     del text

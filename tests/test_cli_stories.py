@@ -67,7 +67,7 @@ def test_story_lifecycle_generate_list_show_export_rm(tiny_model, tmp_path):
     md = run_cli("stories", "export", "s", "--format", "md", "--out", md_path, env=env)
     assert md.returncode == 0, md.stderr
     markdown = md_path.read_text(encoding="utf-8")
-    assert markdown.startswith("# s\n\n**Anna**")
+    assert markdown.startswith("# s\n\n<strong>Anna</strong>")
     assert "4 turns" in md.stderr and md.stdout == ""
 
     txt = run_cli("stories", "export", "s", "--format", "txt", env=env)
@@ -92,7 +92,7 @@ def test_export_md_bolds_a_turn_that_starts_with_a_space():
     from charterm.store import MODEL, PERSON, Turn, render
 
     md = render("s", [Turn(PERSON, "Anna"), Turn(MODEL, " said"), Turn(PERSON, " Levin "), Turn(MODEL, "smiled")], "md")
-    assert "**Anna** said **Levin** smiled" in md
+    assert "<strong>Anna</strong> said <strong>Levin</strong> smiled" in md
 
 
 @pytest.mark.parametrize(

@@ -381,7 +381,10 @@ def test_render_txt_is_the_plain_text():
 
 def test_render_md_bolds_the_person_per_line_and_escapes_specials():
     md = render("My tale", TURNS, "md")
-    assert md == ("# My tale\n\n**Anna \\*said\\***\n\n**then\\_left** and 2\\*3 = 6 \\\\ done\\_ok.\n**End**\n")
+    assert md == (
+        "# My tale\n\n<strong>Anna \\*said\\*</strong>\n\n"
+        "<strong>then\\_left</strong> and 2\\*3 \\= 6 \\\\ done\\_ok.\n<strong>End</strong>\n"
+    )
 
 
 def _md_html(md: str) -> str:
