@@ -355,9 +355,10 @@ def test_export_writes_text_and_markdown(home, tiny_model, tmp_path):
         await wait_idle(pilot)
         s = app.session
         assert txt.read_text(encoding="utf-8") == s.text
-        expected_model = s.turns[1].text.replace("\\", "\\\\").replace("*", "\\*").replace("_", "\\_")
-        expected = "# untitled\n\n**Anna \\*said\\***" + expected_model
-        assert md.read_text(encoding="utf-8") == expected.rstrip("\n") + "\n"
+        from charterm.store import render
+
+        assert md.read_text(encoding="utf-8") == render("untitled", s.turns, "md")
+        assert md.read_text(encoding="utf-8").startswith("# untitled\n\n<strong>Anna \\*said\\*</strong>")
         assert f"wrote {txt}" in app.messages() and f"wrote {md}" in app.messages()
         await submit(pilot, "/export")
         assert app.errors()[-1].startswith("/export needs a path")
