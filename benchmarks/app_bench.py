@@ -28,8 +28,18 @@ def first_frame(model: str) -> tuple[float, float]:
     tmux = ["tmux", "-L", sock]
     start = time.perf_counter()
     subprocess.run(
-        [*tmux, "new-session", "-d", "-s", "b", "-x", "80", "-y", "24",
-         f"CHARTERM_HOME={home} TERM=xterm-256color {exe} --model {model}"],
+        [
+            *tmux,
+            "new-session",
+            "-d",
+            "-s",
+            "b",
+            "-x",
+            "80",
+            "-y",
+            "24",
+            f"CHARTERM_HOME={home} TERM=xterm-256color {exe} --model {model}",
+        ],
         check=True,
     )
     frame = loaded = None

@@ -49,10 +49,17 @@ def save_model(path, model: CharModel, vocab: Vocabulary, info: dict, dtype=torc
         "vocab": json.dumps(list(vocab.chars), ensure_ascii=True),
         "info": json.dumps({**info, "fingerprint": fingerprint}, ensure_ascii=True),
     }
+    if vocab.unknown:
+        metadata["unknown"] = json.dumps(vocab.unknown, ensure_ascii=True)
     data = save(tensors, metadata=metadata)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             f.write(data)
+
+
+def weights_fingerprint(model: CharModel) -> str:
+    """The fingerprint `save_model` records for these weights in float32."""
+    return _fingerprint({k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()})
 
 
 def _fingerprint(tensors: dict) -> str:
@@ -106,7 +113,10 @@ def load_model(path, device="cpu") -> LoadedModel:
     meta, entries, start = read_header(path)
     try:
         config = ModelConfig.from_dict(json.loads(meta["model"]))
-        vocab = Vocabulary(json.loads(meta["vocab"]))
+        unknown = json.loads(meta["unknown"]) if "unknown" in meta else None
+        if unknown is not None and not (isinstance(unknown, str) and len(unknown) == 1):
+            raise ValueError("the unknown-char token must be one character")
+        vocab = Vocabulary(json.loads(meta["vocab"]), unknown)
         info = json.loads(meta.get("info", "{}"))
         if not isinstance(info, dict):
             raise ValueError("info is not an object")

@@ -3,6 +3,7 @@ so `charterm --help` stays fast."""
 
 import json
 import os
+import re
 import shlex
 import signal
 import sys
@@ -67,9 +68,7 @@ def _version(value: bool) -> None:
 @app.callback()
 def root(
     ctx: typer.Context,
-    story: Annotated[
-        str | None, typer.Option(help="Open (or create) this story. [default: the last one]")
-    ] = None,
+    story: Annotated[str | None, typer.Option(help="Open (or create) this story. [default: the last one]")] = None,
     model: Annotated[
         Path | None, typer.Option(help="Model file. [default: the story's, else the one shipped in models/]")
     ] = None,
@@ -105,7 +104,17 @@ def root(
 
 @app.command()
 def train(
-    data: Annotated[Path | None, typer.Option(help="Training text (UTF-8). [default: data/anna.txt]")] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(help="Training text: a file, or a folder of .txt files (joined). [default: data/anna.txt]"),
+    ] = None,
+    max_vocab: Annotated[
+        int | None,
+        typer.Option(help="Keep the N most frequent chars, the rest become one unknown-char token; 0 = all."),
+    ] = None,
+    separator: Annotated[
+        str | None, typer.Option(help="Joins the files of a --data folder; \\n escapes work. [default: two newlines]")
+    ] = None,
     epochs: Annotated[int | None, typer.Option(help=f"Passes over the text. [default: {D.epochs}]")] = None,
     hidden: Annotated[int | None, typer.Option(help=f"Units per layer. [default: {D.hidden}]")] = None,
     layers: Annotated[int | None, typer.Option(help=f"Recurrent layers. [default: {D.layers}]")] = None,
@@ -137,6 +146,9 @@ def train(
     eval_every: Annotated[
         int | None, typer.Option(help="Steps between validations; 0 = automatic, about 5% of the time.")
     ] = None,
+    eval_chars: Annotated[
+        int | None, typer.Option(help=f"Validation chars scored per pass; 0 = all. [default: {D.eval_chars:,}]")
+    ] = None,
     max_steps: Annotated[int | None, typer.Option(help="Stop after N steps; 0 = no limit.")] = None,
     max_time: Annotated[float | None, typer.Option(help="Stop after SECONDS; the schedule fits this budget.")] = None,
     seed: Annotated[int | None, typer.Option(help=f"Random seed. [default: {D.seed}]")] = None,
@@ -145,15 +157,24 @@ def train(
         Path | None, typer.Option(help="Model file to write. [default: models/<data stem>.safetensors]")
     ] = None,
     preset: Annotated[str | None, typer.Option(help="Start from named settings: notebook.")] = None,
+    init_from: Annotated[
+        Path | None,
+        typer.Option(help="Start from this model's weights (fine-tune); the text is folded onto its vocabulary."),
+    ] = None,
     encoding: Annotated[str | None, typer.Option(help=f"Text encoding of --data. [default: {D.encoding}]")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run saved beside --out.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing model at --out.")] = False,
     progress: Annotated[Progress, typer.Option(help="rich bar, jsonl events on stdout, or none.")] = Progress.auto,
 ) -> None:
-    """Train a char model; keeps the best-validation model at --out and a resume state beside it."""
+    """Train a char model; keeps the best-validation model at --out and a resume state beside it.
+
+    Under `torchrun --nproc_per_node=N -m charterm train ...` it trains with N processes
+    (DistributedDataParallel); --batch-size is then per process."""
     from charterm.config import PRESETS
 
     given = {k: v for k, v in locals().items() if v is not None and k in TrainConfig.__dataclass_fields__}
+    if separator is not None:
+        given["separator"] = _unescape(separator)
     cfg = TrainConfig()
     if preset is not None:
         if preset not in PRESETS:
@@ -167,7 +188,12 @@ def train(
     if mode == "auto":
         mode = "rich" if sys.stderr.isatty() else "none"
 
+    from charterm import distributed
     from charterm.training import StopFlag, run_training
+
+    ranks, cfg.device = distributed.start(cfg.device)
+    if not ranks.is_main:
+        mode = "none"
 
     stop = StopFlag()
     previous = {}
@@ -183,21 +209,36 @@ def train(
     renderer = {"rich": RichTrainView, "jsonl": JsonlTrainView, "none": QuietTrainView}[mode]()
     try:
         result = run_training(
-            cfg, resume=resume, force=force, explicit=set(given), on_event=renderer, stop=stop, command=command
+            cfg,
+            resume=resume,
+            force=force,
+            explicit=set(given),
+            on_event=renderer,
+            stop=stop,
+            command=command,
+            ranks=ranks,
         )
     except CharTermError as e:
         renderer.close()
         if mode == "jsonl":
             print(json.dumps({"event": "error", "time": round(time.time(), 3), "message": str(e)}), flush=True)
         raise
+    finally:
+        distributed.stop(ranks)
     renderer.close()
     if result.interrupted:
-        print(
-            f"charterm: stopped at step {result.steps}; resume state saved to {result.resume_path} "
-            f"(continue with --resume)",
-            file=sys.stderr,
-        )
+        if ranks.is_main:
+            print(
+                f"charterm: stopped at step {result.steps}; resume state saved to {result.resume_path} "
+                f"(continue with --resume)",
+                file=sys.stderr,
+            )
         raise typer.Exit(130)
+
+
+def _unescape(text: str) -> str:
+    """\\n, \\t and \\\\ in a command-line value; everything else literal."""
+    return re.sub(r"\\([nt\\])", lambda m: {"n": "\n", "t": "\t", "\\": "\\"}[m.group(1)], text)
 
 
 def _check_train_config(cfg) -> None:
@@ -227,8 +268,10 @@ def _check_train_config(cfg) -> None:
         raise UsageError(f"--schedule must be cosine or constant (got {cfg.schedule!r})")
     if cfg.device not in ("auto", "cpu", "cuda", "mps") and not cfg.device.startswith("cuda:"):
         raise UsageError(f"--device must be auto, cpu, cuda or mps (got {cfg.device!r})")
-    if Path(cfg.data).is_dir():
-        raise UsageError(f"--data {cfg.data} is a directory; pass a text file")
+    if cfg.max_vocab < 0 or cfg.max_vocab == 1:
+        raise UsageError(f"--max-vocab must be 0 (all chars) or at least 2 (got {cfg.max_vocab})")
+    if cfg.eval_chars < 0:
+        raise UsageError(f"--eval-chars must be 0 (all) or more (got {cfg.eval_chars})")
 
 
 class JsonlTrainView:
@@ -246,6 +289,8 @@ class QuietTrainView:
         d = event.data
         if event.event == "start":
             _print_start(d)
+        elif event.event == "data":
+            print(f"charterm: {d['message']}", file=sys.stderr, flush=True)
         elif event.event == "done":
             print(
                 f"charterm: best val loss {d['best_val_loss']:.4f} at {d['out']} ({d['step']} steps, "
@@ -262,7 +307,9 @@ def _print_start(d: dict) -> None:
     print(
         f"charterm: {c['cell']} {c['hidden']}x{c['layers']}, {d['params']:,} parameters; text {d['chars']:,} chars "
         f"({d['train_chars']:,} train / {d['val_chars']:,} val), vocabulary {d['vocab_size']}; "
-        f"device {d['device']}" + (f"; resuming at step {d['step']}" if d["resumed"] else ""),
+        f"device {d['device']}"
+        + (f" x {d['processes']} processes" if d.get("processes", 1) > 1 else "")
+        + (f"; resuming at step {d['step']}" if d["resumed"] else ""),
         file=sys.stderr,
         flush=True,
     )
@@ -304,6 +351,8 @@ class RichTrainView:
                 description=f"epoch {d['epoch']:.2f}/{self.epochs} step {d['step']}",
                 stats=f"loss {d['loss']:.3f} val {self.val:.3f} {d['chars_per_sec']:,.0f} chars/s",
             )
+        elif event.event == "data":
+            self.progress.console.print(f"charterm: {d['message']}", highlight=False)
         elif event.event == "eval":
             self.val = d["val_loss"]
             mark = " (best)" if d["improved"] else ""
@@ -391,7 +440,8 @@ def generate(
     torch.manual_seed(seed)
     logits, state = feed(net, [vocab.index[c] for c in context])
     torch.set_num_threads(1)  # one char at a time: as fast as two threads alone, far faster on a busy CPU
-    gen = Generation(Stepper(net, precision.value), logits, state, CharSampler(top_k, temperature, seed))
+    sampler = CharSampler(top_k, temperature, seed, vocab.unknown_id)
+    gen = Generation(Stepper(net, precision.value), logits, state, sampler)
     out = sys.stdout
     out.write(prime)
     last_flush = time.monotonic()
@@ -534,7 +584,9 @@ def stories_rm(name: Annotated[str, typer.Argument(help="Story name.")]) -> None
 @app.command("eval")
 def eval_(
     model: Annotated[Path | None, typer.Option(help="Model file. [default: the model shipped in models/]")] = None,
-    data: Annotated[Path, typer.Option(help="Text to score.")] = Path("data/anna.txt"),
+    data: Annotated[Path, typer.Option(help="Text to score: a file or a folder of .txt files.")] = Path(
+        "data/anna.txt"
+    ),
     split: Annotated[Split, typer.Option(help="val (the held-out end), train, or all.")] = Split.val,
     val_frac: Annotated[float | None, typer.Option(help="Held-out fraction. [default: the model's]")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Rows. [default: the model's training batch size]")] = None,
@@ -551,26 +603,28 @@ def eval_(
     for name, v in (("batch-size", batch_size), ("seq-length", seq_length)):
         if v is not None and v < 1:
             raise UsageError(f"--{name} must be at least 1 (got {v})")
-    if data.is_dir():
-        raise UsageError(f"--data {data} is a directory; pass a text file")
     if not data.exists():
         hint = " (run `charterm data fetch anna` to get it)" if data.name == "anna.txt" else ""
         raise CharTermError(f"text {data} not found{hint}; or pass --data PATH")
+    from charterm.corpus import SEPARATOR, open_corpus
     from charterm.evaluate import evaluate
-    from charterm.text import read_text, split_train_val, windows_in
+    from charterm.text import split_train_val, windows_in
 
     loaded = _load(model)
-    tc = loaded.info.get("train_config", {})
+    i = loaded.info
+    tc = i.get("train_config", {})
     val_frac = val_frac or tc.get("val_frac", 0.1)
     batch_size = batch_size or tc.get("batch_size", 32)
     seq_length = seq_length or tc.get("seq_length", 100)
-    text = read_text(data, encoding)
-    folded, report = loaded.vocab.fold(text)
-    if report:
-        warn(f"{data}: {report.describe()}")
-    ids = loaded.vocab.encode(folded)
-    train_ids, val_ids = split_train_val(ids, val_frac)
-    ids = {"val": val_ids, "train": train_ids, "all": ids}[split.value]
+    corpus = open_corpus(
+        data,
+        encoding,
+        i.get("data_separator", SEPARATOR),
+        vocab=loaded.vocab,
+        on_fold=lambda report: warn(f"{data}: {report.describe()}"),
+    )
+    train_ids, val_ids = split_train_val(corpus.ids, val_frac)
+    ids = {"val": val_ids, "train": train_ids, "all": corpus.ids}[split.value]
     if windows_in(len(ids), batch_size, seq_length) < 1:
         raise UsageError(
             f"the {split.value} split has {len(ids):,} chars, fewer than one batch "
@@ -626,6 +680,11 @@ def info(
         "charterm_version": i.get("charterm_version"),
         "fingerprint": i.get("fingerprint"),
         "vocab": "".join(loaded.vocab.chars),
+        "unknown_token": loaded.vocab.unknown,
+        "distinct_chars": i.get("distinct_chars"),
+        "unknown_chars": i.get("unknown_chars"),
+        "unknown_share": i.get("unknown_share"),
+        "data_files": i.get("data_files"),
     }
     if as_json:
         print(json.dumps(card))
@@ -636,7 +695,17 @@ def info(
         f"network    {c.cell.upper()} {c.hidden}x{c.layers}, embedding {c.embed}, dropout {c.dropout}; "
         f"{card['params']:,} parameters",
         f"vocabulary {c.vocab_size} chars: {card['vocab']!r}",
-        f"trained on {card['data']} (sha256 {str(card['data_sha256'])[:12]}), {card['epochs']} epochs, "
+    ]
+    if loaded.vocab.unknown:
+        share = card["unknown_share"]
+        lines.append(
+            f"unknown    {card['unknown_token']!r} stands for the {card['unknown_chars'] or 'other'} rarer chars of "
+            f"the text ({card['distinct_chars'] or '?'} distinct)"
+            + (f", {100 * share:.3f}% of it" if isinstance(share, float) else "")
+        )
+    files = f", {card['data_files']} files" if (card["data_files"] or 1) > 1 else ""
+    lines += [
+        f"trained on {card['data']}{files} (sha256 {str(card['data_sha256'])[:12]}), {card['epochs']} epochs, "
         f"{card['steps']} steps, {card['wall_time']} s on {card['machine']}",
         f"val loss   {val} nats/char",
         f"made by    {card['command']} (charterm {card['charterm_version']}, {card['created']})",

@@ -31,9 +31,12 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    data: str = "data/anna.txt"
+    data: str = "data/anna.txt"  # a file, or a folder of .txt files
     encoding: str = "utf-8"
+    separator: str = "\n\n"  # between the files of a folder
+    max_vocab: int = 0  # 0 = every char of the text; else the N most frequent plus an unknown-char token
     out: str = ""  # "" = models/<data stem>.safetensors
+    init_from: str = ""  # a model file to start from (its architecture and vocabulary); "" = random weights
     # model
     cell: str = "lstm"
     embed: int = 0
@@ -52,6 +55,7 @@ class TrainConfig:
     # bookkeeping
     val_frac: float = 0.1
     eval_every: int = 0  # steps between validation passes; 0 = automatic (about 5% of the time)
+    eval_chars: int = 2_000_000  # validation chars scored per pass (all rows, first windows); 0 = all
     max_steps: int = 0  # 0 = no limit
     max_time: float = 0.0  # seconds of training; 0 = no limit. Shapes the schedule when set.
     seed: int = 1337

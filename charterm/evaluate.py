@@ -1,4 +1,4 @@
-"""Mean cross-entropy over a whole split, with the training batching (rows, windows, carried state)."""
+"""Mean cross-entropy over a split, with the training batching (rows, windows, carried state)."""
 
 import math
 
@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from charterm.model import CharModel
 from charterm.sampling import Stepper
-from charterm.text import make_rows
+from charterm.text import row_starts, window
 
 
 @torch.no_grad()
@@ -19,23 +19,29 @@ def evaluate(
     seq_length: int,
     precision: str = "fp32",
     should_stop=lambda: False,
+    part: tuple[int, int] = (0, 1),
+    max_windows: int = 0,
 ) -> tuple[float, int]:
     """Returns (mean loss in nats/char, chars scored). precision "int8" scores the int8 weights
-    that generation uses, one char at a time."""
+    that generation uses, one char at a time. `part` = (rank, world) scores this rank's rows of
+    batch_size * world; `max_windows` > 0 scores only the first windows of every row."""
+    rank, world = part
     was_training = model.training
     model.eval()
     device = model.fc.weight.device
-    x_rows, y_rows = make_rows(ids, batch_size, seq_length)
-    x_all = torch.from_numpy(x_rows.astype(np.int64)).to(device)
-    y_all = torch.from_numpy(y_rows.astype(np.int64)).to(device)
+    starts, n_windows = row_starts(len(ids), batch_size * world, seq_length)
+    starts = starts[rank * batch_size : (rank + 1) * batch_size]
+    if max_windows:
+        n_windows = min(n_windows, max_windows)
     total, count = 0.0, 0
     stepper = Stepper(model, precision) if precision != "fp32" else None
     layers = stepper.from_state(model.init_state(batch_size, "cpu")) if stepper else None
     state = None
-    for start in range(0, x_all.shape[1], seq_length):
+    for w in range(n_windows):
         if should_stop():
             break
-        x, y = x_all[:, start : start + seq_length], y_all[:, start : start + seq_length]
+        xs, ys = window(ids, starts, w * seq_length, seq_length)
+        x, y = torch.from_numpy(xs).to(device), torch.from_numpy(ys).to(device)
         if stepper is None:
             with _autocast(device):
                 logits, state = model(x, state)

@@ -120,15 +120,22 @@ class Stepper:
 
 
 class CharSampler:
-    """Draws the next char id from logits: temperature, top-k, seeded; temperature 0 is greedy."""
+    """Draws the next char id from logits: temperature, top-k, seeded; temperature 0 is greedy.
+    `banned` (the unknown-char token) is never drawn."""
 
-    def __init__(self, top_k: int | None = 5, temperature: float = 1.0, seed: int | None = None):
+    def __init__(
+        self, top_k: int | None = 5, temperature: float = 1.0, seed: int | None = None, banned: int | None = None
+    ):
         self.top_k = top_k
         self.temperature = temperature
         self.rng = random.Random(seed)
+        self.banned = banned
 
     def __call__(self, logits: torch.Tensor) -> int:
         logits = logits.reshape(-1)
+        if self.banned is not None:
+            logits = logits.clone()
+            logits[self.banned] = -math.inf
         if self.temperature == 0:
             return int(logits.argmax())
         k = logits.numel() if not self.top_k else min(self.top_k, logits.numel())

@@ -346,7 +346,7 @@ class Continuation:
         LIVE_WRITERS.add(self.owner)
         s = session.settings
         state = session.state
-        sampler = CharSampler(s.top_k or None, s.temperature, seed)
+        sampler = CharSampler(s.top_k or None, s.temperature, seed, session.loaded.vocab.unknown_id)
         self._gen = Generation(session.stepper, session.logits(state), state, sampler)
 
     @property

@@ -101,24 +101,45 @@ class FoldReport:
         return "; ".join(parts) + " (not in the model's vocabulary)"
 
 
-class Vocabulary:
-    """The ordered set of characters a model knows; index i is the i-th char in sorted order."""
+UNKNOWN = "\ufffd"  # the unknown-char token of a vocabulary cut by --max-vocab
 
-    def __init__(self, chars: str | list[str] | tuple[str, ...]):
+
+class Vocabulary:
+    """The ordered set of characters a model knows; index i is the i-th char in sorted order.
+
+    `unknown`, when set, is a char of the vocabulary that stands for every char outside it."""
+
+    def __init__(self, chars: str | list[str] | tuple[str, ...], unknown: str | None = None):
         self.chars: tuple[str, ...] = tuple(chars)
         if len(set(self.chars)) != len(self.chars):
             raise CharTermError("vocabulary has repeated characters")
         self.index = {c: i for i, c in enumerate(self.chars)}
+        if unknown is not None and unknown not in self.index:
+            raise CharTermError("the unknown-char token is not in the vocabulary")
+        self.unknown = unknown
 
     @classmethod
     def from_text(cls, text: str) -> "Vocabulary":
         return cls(sorted(set(text)))
 
+    @classmethod
+    def from_counts(cls, counts: dict[str, int], max_vocab: int = 0) -> "Vocabulary":
+        """All chars of a text, or (max_vocab > 0 and more distinct chars than that) its
+        max_vocab most frequent plus an unknown-char token for the rest."""
+        if not max_vocab or len(counts) <= max_vocab:
+            return cls(sorted(counts))
+        ranked = sorted((c for c in counts if c != UNKNOWN), key=lambda c: (-counts[c], c))
+        return cls(sorted([*ranked[:max_vocab], UNKNOWN]), unknown=UNKNOWN)
+
+    @property
+    def unknown_id(self) -> int | None:
+        return self.index[self.unknown] if self.unknown else None
+
     def __len__(self) -> int:
         return len(self.chars)
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Vocabulary) and self.chars == other.chars
+        return isinstance(other, Vocabulary) and (self.chars, self.unknown) == (other.chars, other.unknown)
 
     def __contains__(self, ch: str) -> bool:
         return ch in self.index
@@ -128,7 +149,11 @@ class Vocabulary:
         return np.uint8 if len(self) <= 256 else (np.uint16 if len(self) <= 65536 else np.uint32)
 
     def encode(self, text: str) -> np.ndarray:
-        """Encode text made only of known chars (training text); raises on unknown chars."""
+        """Encode text made only of known chars (training text); raises on unknown chars unless
+        the vocabulary has an unknown-char token."""
+        if self.unknown:
+            unk = self.index[self.unknown]
+            return np.fromiter((self.index.get(c, unk) for c in text), dtype=self.dtype, count=len(text))
         try:
             return np.fromiter((self.index[c] for c in text), dtype=self.dtype, count=len(text))
         except KeyError as e:
@@ -139,14 +164,15 @@ class Vocabulary:
 
     def fold(self, text: str) -> tuple[str, FoldReport]:
         """Map text onto the vocabulary: keep known chars, fold the rest where a sensible fold
-        exists (curly quotes to straight, NFKD without accents, case), drop what remains."""
+        exists (curly quotes to straight, NFKD without accents, case), and drop what remains, or
+        map it to the unknown-char token when the vocabulary has one."""
         report = FoldReport()
         out = []
         for ch in text:
             if ch in self.index:
                 out.append(ch)
                 continue
-            rep = self._fold_char(ch)
+            rep = self.fold_char(ch)
             if rep is None:
                 report.dropped[ch] += 1
             else:
@@ -154,7 +180,7 @@ class Vocabulary:
                 out.append(rep)
         return "".join(out), report
 
-    def _fold_char(self, ch: str) -> str | None:
+    def fold_char(self, ch: str) -> str | None:
         base = "".join(c for c in unicodedata.normalize("NFKD", ch) if not unicodedata.combining(c))
         candidates = [
             _FOLDS.get(ch, ""),
@@ -167,7 +193,7 @@ class Vocabulary:
         for cand in candidates:
             if cand and cand != ch and all(c in self.index for c in cand):
                 return cand
-        return None
+        return self.unknown
 
 
 def split_train_val(ids: np.ndarray, val_frac: float) -> tuple[np.ndarray, np.ndarray]:
@@ -184,6 +210,20 @@ def make_rows(ids: np.ndarray, batch_size: int, seq_length: int) -> tuple[np.nda
     x = ids[:keep].reshape(batch_size, -1)
     y = ids[1 : keep + 1].reshape(batch_size, -1)
     return x, y
+
+
+def row_starts(n_chars: int, rows: int, seq_length: int) -> tuple[np.ndarray, int]:
+    """Where each of `rows` contiguous rows of whole windows starts, and the windows per row:
+    the layout of `make_rows`, without copying the text."""
+    n_windows = windows_in(n_chars, rows, seq_length)
+    return np.arange(rows, dtype=np.int64) * (n_windows * seq_length), n_windows
+
+
+def window(ids: np.ndarray, starts: np.ndarray, offset: int, seq_length: int) -> tuple[np.ndarray, np.ndarray]:
+    """Inputs and targets (each (rows, seq_length), int64) of the window at `offset` in every row;
+    `ids` may be a memmap, only these chars are read."""
+    block = np.asarray(ids[starts[:, None] + (offset + np.arange(seq_length + 1))], dtype=np.int64)
+    return block[:, :-1], block[:, 1:]
 
 
 def windows_in(n_chars: int, batch_size: int, seq_length: int) -> int:

@@ -14,18 +14,19 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from charterm import __version__
-from charterm.checkpoint import save_model
+from charterm.checkpoint import save_model, weights_fingerprint
 from charterm.config import ModelConfig, TrainConfig
+from charterm.corpus import Corpus, open_corpus
+from charterm.distributed import Ranks
 from charterm.errors import CharTermError, UsageError
 from charterm.evaluate import _autocast, evaluate
 from charterm.fsutil import atomic_path, remove_stale_temps
 from charterm.model import CharModel
-from charterm.text import Vocabulary, check_sizes, make_rows, read_text, sha256_file, split_train_val
+from charterm.text import Vocabulary, check_sizes, row_starts, split_train_val, window
 
 RESUME_FORMAT = "charterm-resume/1"
 # Automatic validation cadence: first pass after FIRST_EVAL_SECONDS, then often enough that the
@@ -34,7 +35,17 @@ RESUME_FORMAT = "charterm-resume/1"
 FIRST_EVAL_SECONDS = 10.0
 EVAL_SHARE = 0.05
 # Options that may differ on --resume; everything else must match the saved run.
-RESUMABLE_OVERRIDES = {"epochs", "max_steps", "max_time", "eval_every", "device", "data", "out", "encoding"}
+RESUMABLE_OVERRIDES = {
+    "epochs",
+    "max_steps",
+    "max_time",
+    "eval_every",
+    "eval_chars",
+    "device",
+    "data",
+    "out",
+    "encoding",
+}
 
 
 @dataclass
@@ -150,9 +161,14 @@ def run_training(
     on_event=lambda e: None,
     stop: StopFlag | None = None,
     command: str = "",
+    ranks: Ranks | None = None,
 ) -> TrainResult:
+    """Train per `cfg`. Under torchrun pass the `Ranks` from `distributed.start`: every rank
+    calls this, rank 0 alone writes files and sends events."""
     stop = stop if stop is not None else StopFlag()
+    ranks = ranks or Ranks()
     explicit = explicit or set()
+    emit = on_event if ranks.is_main else (lambda e: None)
     data_path = Path(cfg.data)
     if not data_path.exists():
         hint = " (run `charterm data fetch anna` to get it)" if data_path.name == "anna.txt" else ""
@@ -173,34 +189,32 @@ def run_training(
             setattr(saved_cfg, name, getattr(cfg, name))
         saved_cfg.out = str(out)
         cfg = saved_cfg
+        if saved.get("world", 1) != ranks.world:
+            raise UsageError(
+                f"the saved run trained with {saved.get('world', 1)} process(es); resume it with "
+                f"torchrun --nproc_per_node={saved.get('world', 1)} (this is {ranks.world})"
+            )
     elif out.exists() and not force:
         raise UsageError(f"{out} already exists; pass --force to overwrite it, --resume to continue, or --out PATH")
 
-    text = read_text(data_path, cfg.encoding)
-    data_sha = sha256_file(data_path)
-    vocab = Vocabulary.from_text(text)
-    if saved is not None:
-        old_vocab = Vocabulary(saved["vocab"])
-        if old_vocab != vocab:
-            raise CharTermError(
-                f"{data_path} has a different vocabulary from the saved run: {_vocab_difference(old_vocab, vocab)}"
-            )
-        if saved["data_sha256"] != data_sha:
-            raise CharTermError(
-                f"{data_path} changed since the saved run (sha256 {data_sha[:12]}, was {saved['data_sha256'][:12]}); "
-                f"restore the original text or start a new run without --resume"
-            )
-    check_sizes(len(text), cfg.val_frac, cfg.batch_size, cfg.seq_length)
+    start_from = _start_from(cfg, explicit) if cfg.init_from and saved is None else None
+    fixed_vocab = start_from.vocab if start_from else None  # a fine-tune keeps its model's vocabulary
+    if saved is not None and cfg.init_from:
+        fixed_vocab = Vocabulary(saved["vocab"], saved.get("unknown"))
+    corpus = _open_corpus_once(cfg, data_path, saved, ranks, emit, fixed_vocab)
+    vocab, data_sha = corpus.vocab, corpus.sha256
+    rows = cfg.batch_size * ranks.world  # each rank trains on its own batch_size rows
+    check_sizes(len(corpus), cfg.val_frac, rows, cfg.seq_length)
     if len(vocab) < 2:
         raise UsageError(f"{data_path} has only {len(vocab)} distinct char(s); a model needs at least 2")
-    for path in (out, rpath):  # half-written files of a run that was killed mid-write
-        remove_stale_temps(path)
+    if ranks.is_main:
+        for path in (out, rpath):  # half-written files of a run that was killed mid-write
+            remove_stale_temps(path)
 
-    ids = vocab.encode(text)
-    del text
-    train_ids, val_ids = split_train_val(ids, cfg.val_frac)
-    x_rows, y_rows = make_rows(train_ids, cfg.batch_size, cfg.seq_length)
-    n_windows = x_rows.shape[1] // cfg.seq_length
+    train_ids, val_ids = split_train_val(corpus.ids, cfg.val_frac)
+    starts, n_windows = row_starts(len(train_ids), rows, cfg.seq_length)
+    starts = starts[ranks.rank * cfg.batch_size : (ranks.rank + 1) * cfg.batch_size]
+    eval_windows = math.ceil(cfg.eval_chars / (rows * cfg.seq_length)) if cfg.eval_chars else 0
     device = pick_device(cfg.device)
     if device.type == "cpu":
         keep_buffers_in_heap()
@@ -210,34 +224,41 @@ def run_training(
         vocab_size=len(vocab), cell=cfg.cell, embed=cfg.embed, hidden=cfg.hidden, layers=cfg.layers, dropout=cfg.dropout
     )
     model = CharModel(mconf).to(device)
+    if start_from is not None:
+        model.load_state_dict(start_from.model.state_dict())
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    step, epoch, window, elapsed, best_val = 0, 0, 0, 0.0, math.inf
+    step, epoch, win, elapsed, best_val = 0, 0, 0, 0.0, math.inf
     hidden = None
+    if ranks.rank:
+        torch.manual_seed(cfg.seed + ranks.rank)  # the same initial weights, different dropout masks
     if saved is not None:
         model.load_state_dict(saved["model"])
         opt.load_state_dict(saved["optimizer"])
-        step, epoch, window = saved["step"], saved["epoch"], saved["window"]
+        step, epoch, win = saved["step"], saved["epoch"], saved["window"]
         elapsed, best_val = saved["elapsed"], saved["best_val"]
-        hidden = tuple(h.to(device) for h in saved["hidden"]) if saved["hidden"] else None
-        torch.set_rng_state(saved["rng"])
-        if device.type == "cuda" and saved.get("cuda_rng") is not None:
+        mine = saved["hidden"] if ranks.world == 1 else saved["hidden"][ranks.rank]
+        hidden = tuple(h.to(device) for h in mine) if mine else None
+        torch.set_rng_state(saved["rng"] if ranks.world == 1 else saved["rng"][ranks.rank])
+        if device.type == "cuda" and saved.get("cuda_rng") is not None and ranks.world == 1:
             torch.cuda.set_rng_state(saved["cuda_rng"])
+    net = model
+    if ranks.active:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
     total_steps = cfg.epochs * n_windows
     if cfg.max_steps:
         total_steps = min(total_steps, cfg.max_steps)
     next_eval_at = FIRST_EVAL_SECONDS + elapsed  # for the automatic cadence (eval_every == 0)
     last_eval_seconds = 0.0
-
-    x_all = torch.from_numpy(x_rows.astype(np.int64)).to(device)
-    y_all = torch.from_numpy(y_rows.astype(np.int64)).to(device)
-    chars_per_step = cfg.batch_size * cfg.seq_length
-    on_event(
+    chars_per_step = rows * cfg.seq_length
+    emit(
         TrainingEvent(
             "start",
             {
                 "params": model.n_params,
-                "chars": len(ids),
+                "chars": len(corpus),
                 "train_chars": len(train_ids),
                 "val_chars": len(val_ids),
                 "vocab_size": len(vocab),
@@ -246,6 +267,7 @@ def run_training(
                 "epochs": cfg.epochs,
                 "step": step,
                 "device": str(device),
+                "processes": ranks.world,
                 "out": str(out),
                 "resumed": saved is not None,
                 "max_time": cfg.max_time,
@@ -259,14 +281,16 @@ def run_training(
     train_loss = math.nan
     last_eval_step = step if saved is not None else -1
     info_base = {
-        "data": data_path.name,
-        "data_sha256": data_sha,
-        "chars": len(ids),
+        **corpus.describe(),
         "command": command,
         "charterm_version": __version__,
-        "machine": machine_description(device),
+        "machine": machine_description(device) + (f", {ranks.world} processes" if ranks.world > 1 else ""),
         "train_config": cfg.to_dict(),
     }
+
+    def agreed(flag: bool) -> bool:
+        """True on every rank when it is true on any (ranks must agree on when to stop)."""
+        return ranks.sum([float(flag)])[0] > 0 if ranks.active else flag
 
     def progress() -> float:
         p = step / total_steps if total_steps else 1.0
@@ -275,6 +299,10 @@ def run_training(
         return p
 
     def save_resume() -> None:
+        mine = tuple(h.detach().cpu() for h in hidden) if hidden is not None else None
+        hiddens, rngs = ranks.gather(mine), ranks.gather(torch.get_rng_state())
+        if not ranks.is_main:
+            return
         payload = {
             "format": RESUME_FORMAT,
             "config": cfg.to_dict(),
@@ -282,13 +310,15 @@ def run_training(
             "optimizer": opt.state_dict(),
             "step": step,
             "epoch": epoch,
-            "window": window,
+            "window": win,
             "elapsed": time.monotonic() - started,
             "best_val": best_val,
-            "hidden": tuple(h.detach().cpu() for h in hidden) if hidden is not None else None,
-            "rng": torch.get_rng_state(),
+            "world": ranks.world,
+            "hidden": hiddens[0] if ranks.world == 1 else hiddens,
+            "rng": rngs[0] if ranks.world == 1 else rngs,
             "cuda_rng": torch.cuda.get_rng_state() if device.type == "cuda" else None,
             "vocab": list(vocab.chars),
+            "unknown": vocab.unknown,
             "data_sha256": data_sha,
         }
         with atomic_path(rpath) as tmp:
@@ -297,19 +327,31 @@ def run_training(
     def run_eval() -> None:
         nonlocal best_val, last_eval_step, next_eval_at, last_eval_seconds
         t0 = time.monotonic()
-        val, _ = evaluate(model, val_ids, cfg.batch_size, cfg.seq_length, should_stop=lambda: bool(stop))
-        if stop:
+        val, n = evaluate(
+            model,
+            val_ids,
+            cfg.batch_size,
+            cfg.seq_length,
+            should_stop=(lambda: bool(stop)) if not ranks.active else (lambda: False),
+            part=(ranks.rank, ranks.world),
+            max_windows=eval_windows,
+        )
+        if ranks.active:
+            total, n = ranks.sum([val * n, n])
+            val = total / n
+        if agreed(bool(stop)):
+            stop.set(stop.reason or "interrupted")
             return
         last_eval_step = step
         spent = last_eval_seconds = time.monotonic() - t0
         next_eval_at = time.monotonic() - started + max(FIRST_EVAL_SECONDS, spent * (1 - EVAL_SHARE) / EVAL_SHARE)
         improved = val < best_val
-        on_event(
+        emit(
             TrainingEvent(
                 "eval",
                 {
                     "step": step,
-                    "epoch": epoch + window / n_windows,
+                    "epoch": epoch + win / n_windows,
                     "val_loss": val,
                     "train_loss": train_loss,
                     "best_val_loss": min(val, best_val),
@@ -318,58 +360,70 @@ def run_training(
                 },
             )
         )
+        ranks.barrier()
         if improved:
             best_val = val
-            info = {
-                **info_base,
-                "epochs": round(epoch + window / n_windows, 4),
-                "steps": step,
-                "val_loss": val,
-                "train_loss": train_loss,
-                "wall_time": round(time.monotonic() - started, 1),
-                "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            }
-            save_model(out, model, vocab, info)
-            on_event(TrainingEvent("checkpoint", {"step": step, "val_loss": val, "path": str(out)}))
+            if ranks.is_main:
+                info = {
+                    **info_base,
+                    "epochs": round(epoch + win / n_windows, 4),
+                    "steps": step,
+                    "val_loss": val,
+                    "train_loss": train_loss,
+                    "wall_time": round(time.monotonic() - started, 1),
+                    "created": datetime.now(UTC).isoformat(timespec="seconds"),
+                }
+                save_model(out, model, vocab, info)
+            emit(TrainingEvent("checkpoint", {"step": step, "val_loss": val, "path": str(out)}))
         save_resume()
-
-    def out_of_budget() -> bool:
-        if cfg.max_steps and step >= cfg.max_steps:
-            return True
-        return bool(cfg.max_time) and time.monotonic() - started >= cfg.max_time
 
     model.train()
     t_window, chars_window = time.monotonic(), 0
-    while epoch < cfg.epochs and not stop and not out_of_budget():
-        if window == 0 and hidden is None:
+    budget_spent = bool(cfg.max_steps and step >= cfg.max_steps) or agreed(
+        bool(cfg.max_time) and elapsed >= cfg.max_time
+    )
+    while epoch < cfg.epochs and not stop and not budget_spent:
+        if win == 0 and hidden is None:
             hidden = model.init_state(cfg.batch_size, device)
-        while window < n_windows:
+        while win < n_windows:
             lr = lr_at(cfg, step, progress())
             for group in opt.param_groups:
                 group["lr"] = lr
-            s = slice(window * cfg.seq_length, (window + 1) * cfg.seq_length)
+            xs, ys = window(train_ids, starts, win * cfg.seq_length, cfg.seq_length)
+            x, y = torch.from_numpy(xs).to(device), torch.from_numpy(ys).to(device)
             hidden = tuple(h.detach() for h in hidden)
             with _autocast(device):
-                logits, hidden = model(x_all[:, s], hidden)
-                loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y_all[:, s].reshape(-1))
+                logits, hidden = net(x, hidden)
+                loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
             opt.step()
             step += 1
-            window += 1
+            win += 1
             chars_window += chars_per_step
             train_loss = loss.item()
             now = time.monotonic()
+            budget_spent = bool(cfg.max_steps and step >= cfg.max_steps) or (
+                bool(cfg.max_time) and now - started >= cfg.max_time
+            )
+            due = step % cfg.eval_every == 0 if cfg.eval_every else now - started >= next_eval_at
+            if due and cfg.max_time and now - started + last_eval_seconds >= cfg.max_time:
+                due = False  # the final evaluation at the end of the budget will do
+            if ranks.active:  # one small all-reduce a step: the mean loss and what the ranks agree on
+                loss_sum, stopping, spent, due_any = ranks.sum([train_loss, bool(stop), budget_spent, due])
+                train_loss, budget_spent, due = loss_sum / ranks.world, spent > 0, due_any > 0
+                if stopping and not stop:
+                    stop.set("interrupted")
             if now - last_step_event >= 0.1 or step == 1:
                 rate = chars_window / max(1e-9, now - t_window)
-                on_event(
+                emit(
                     TrainingEvent(
                         "step",
                         {
                             "step": step,
                             "total_steps": total_steps,
-                            "epoch": epoch + window / n_windows,
+                            "epoch": epoch + win / n_windows,
                             "loss": train_loss,
                             "lr": lr,
                             "chars_per_sec": round(rate, 1),
@@ -381,37 +435,96 @@ def run_training(
                 last_step_event = now
                 if now - t_window > 5:
                     t_window, chars_window = now, 0
-            if stop or out_of_budget():
+            if stop or budget_spent:
                 break
-            due = step % cfg.eval_every == 0 if cfg.eval_every else now - started >= next_eval_at
-            if due and cfg.max_time and now - started + last_eval_seconds >= cfg.max_time:
-                due = False  # the final evaluation at the end of the budget will do
             if due:
                 run_eval()
                 t_window, chars_window = time.monotonic(), 0
         else:
-            window, hidden = 0, None
+            win, hidden = 0, None
             epoch += 1
             continue
         break
 
-    if not stop and last_eval_step != step:
+    if not agreed(bool(stop)) and last_eval_step != step:
         run_eval()
-    interrupted = bool(stop)
+    interrupted = agreed(bool(stop))
     if interrupted:
+        stop.set(stop.reason or "interrupted")
         save_resume()
-    on_event(
-        TrainingEvent(
-            "done",
-            {
-                "step": step,
-                "epoch": epoch + window / n_windows,
-                "best_val_loss": best_val,
-                "reason": stop.reason if interrupted else "finished",
-                "elapsed": round(time.monotonic() - started, 2),
-                "out": str(out),
-                "resume": str(rpath),
-            },
-        )
-    )
+    done = {
+        "step": step,
+        "epoch": epoch + win / n_windows,
+        "best_val_loss": best_val,
+        "reason": stop.reason if interrupted else "finished",
+        "elapsed": round(time.monotonic() - started, 2),
+        "out": str(out),
+        "resume": str(rpath),
+    }
+    if ranks.world > 1:
+        done["rank_fingerprints"] = ranks.gather(weights_fingerprint(model))
+    emit(TrainingEvent("done", done))
     return TrainResult(out, rpath, step, best_val, interrupted)
+
+
+def _start_from(cfg: TrainConfig, explicit: set[str]):
+    """The model named by --init-from; its architecture replaces cfg's (an explicit, different
+    --hidden, --layers, --cell or --embed is an error)."""
+    from charterm.checkpoint import load_model
+
+    path = Path(cfg.init_from)
+    if not path.exists():
+        raise CharTermError(f"--init-from {path}: no such model file")
+    loaded = load_model(path)
+    for name in ("cell", "hidden", "layers", "embed"):
+        have = getattr(loaded.model.config, name)
+        if name in explicit and getattr(cfg, name) != have and not (name == "embed" and cfg.embed == 0):
+            raise UsageError(f"--{name} {getattr(cfg, name)} differs from the --init-from model's ({have}); drop it")
+        setattr(cfg, name, have)
+    return loaded
+
+
+def _open_corpus_once(
+    cfg: TrainConfig, data_path: Path, saved: dict | None, ranks: Ranks, emit, vocab: Vocabulary | None = None
+) -> Corpus:
+    """The training text as token ids; under torchrun rank 0 encodes it and the others then find
+    it in the cache. On --resume the text must be the saved run's. With `vocab` (--init-from)
+    the text is folded onto that vocabulary."""
+
+    def prepare() -> Corpus:
+        corpus = open_corpus(
+            data_path,
+            cfg.encoding,
+            cfg.separator,
+            cfg.max_vocab,
+            vocab=vocab,
+            on_status=lambda s: emit(TrainingEvent("data", {"message": s})),
+            on_fold=lambda r: emit(TrainingEvent("data", {"message": f"{data_path}: {r.describe()}"})),
+        )
+        if saved is not None:
+            old = Vocabulary(saved["vocab"], saved.get("unknown"))
+            if old != corpus.vocab:
+                raise CharTermError(
+                    f"{data_path} has a different vocabulary from the saved run: {_vocab_difference(old, corpus.vocab)}"
+                )
+            if saved["data_sha256"] != corpus.sha256:
+                raise CharTermError(
+                    f"{data_path} changed since the saved run (sha256 {corpus.sha256[:12]}, was "
+                    f"{saved['data_sha256'][:12]}); restore the original text or start a new run without --resume"
+                )
+        return corpus
+
+    if not ranks.active:
+        return prepare()
+    corpus, error = None, None
+    if ranks.is_main:
+        try:
+            corpus = prepare()
+        except CharTermError as e:
+            error = e
+    ready = ranks.sum([0.0 if error else 1.0])[0] == ranks.world  # also the barrier before the others read
+    if error:
+        raise error
+    if not ready:
+        raise CharTermError("rank 0 could not prepare the training text (see its error)")
+    return corpus if corpus is not None else prepare()

@@ -11,6 +11,12 @@ ANNA_SHA256 = "568bb39fc78aca98e9db91c4329dcd1aa5ec4c3df3aca2064ce5d6f023ae16c9"
 needs_anna = pytest.mark.skipif(not ANNA.exists(), reason="../shared/data/anna.txt is not beside the repo")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _token_cache(tmp_path_factory):
+    """Token files of every test go to one temp cache (shared by the session, like a user's)."""
+    os.environ["CHARTERM_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+
+
 def run_cli(*args, cwd=None, env=None, input=None, timeout=120):
     """Run the real `charterm` command (as `python -m charterm`) and capture its output."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}

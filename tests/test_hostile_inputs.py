@@ -74,7 +74,7 @@ def test_train_directory_as_data(tmp_path):
     d = tmp_path / "corpus.txt"
     d.mkdir()
     line = one_line_error(cli("train", "--data", d, cwd=tmp_path), (2,))
-    assert "directory" in line and str(d) in line
+    assert "is a folder with no .txt files" in line and str(d) in line
 
 
 def test_train_missing_path(tmp_path):

@@ -3,7 +3,7 @@ import pytest
 from conftest import ANNA, needs_anna
 
 from charterm.errors import CharTermError, UsageError
-from charterm.text import Vocabulary, check_sizes, make_rows, read_text, split_train_val
+from charterm.text import UNKNOWN, Vocabulary, check_sizes, make_rows, read_text, row_starts, split_train_val, window
 
 
 @needs_anna
@@ -72,6 +72,30 @@ def test_rows_keep_the_notebook_batching():
     flat_x = x.reshape(-1)
     assert np.array_equal(flat_x, ids[:960])
     assert np.array_equal(y.reshape(-1), ids[1:961])
+
+
+def test_windows_read_from_a_memmap_are_the_rows_windows(tmp_path):
+    """Training reads each step's window straight from the token file; it must be make_rows'."""
+    ids = (np.arange(1003) * 7 % 251).astype(np.uint8)
+    ids.tofile(tmp_path / "t.uint8")
+    mm = np.memmap(tmp_path / "t.uint8", dtype=np.uint8, mode="r")
+    x, y = make_rows(ids, batch_size=4, seq_length=10)
+    starts, n_windows = row_starts(len(mm), 4, 10)
+    assert n_windows == 25
+    for w in range(n_windows):
+        xs, ys = window(mm, starts, w * 10, 10)
+        assert xs.dtype == np.int64
+        assert np.array_equal(xs, x[:, w * 10 : (w + 1) * 10]) and np.array_equal(ys, y[:, w * 10 : (w + 1) * 10])
+    two_ranks = [starts[r * 2 : (r + 1) * 2] for r in range(2)]  # torchrun: each rank takes its rows
+    assert np.array_equal(np.concatenate([window(mm, s, 30, 10)[0] for s in two_ranks]), x[:, 30:40])
+
+
+def test_unknown_token_takes_every_char_outside_the_vocabulary():
+    vocab = Vocabulary(["a", "b", UNKNOWN], unknown=UNKNOWN)
+    assert vocab.decode(vocab.encode("abzq\u4e16")) == "ab" + UNKNOWN * 3
+    folded, report = vocab.fold("a\u00e1z")
+    assert folded == "aa" + UNKNOWN  # a fold first, the unknown token when none fits
+    assert vocab.unknown_id == 2 and Vocabulary(["a", "b", UNKNOWN]) != vocab
 
 
 def test_split_is_the_last_fraction():

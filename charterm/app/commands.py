@@ -20,8 +20,13 @@ COMMANDS = [
     Command("topk", "N", "sample from the N most likely chars (0 = all)"),
     Command("temp", "T", "temperature: lower is safer, higher is wilder (0 = always the likeliest)"),
     Command("chars", "N", "chars the model writes per turn"),
-    Command("stop", "[none|sentence|paragraph]", "no argument: stop the model now (like Esc); "
-            "with one: also end each turn at the end of a sentence or paragraph", ("none", "sentence", "paragraph")),
+    Command(
+        "stop",
+        "[none|sentence|paragraph]",
+        "no argument: stop the model now (like Esc); "
+        "with one: also end each turn at the end of a sentence or paragraph",
+        ("none", "sentence", "paragraph"),
+    ),
     Command("seed", "N|off", "fix the random seed (the same story then gets the same text)", ("off",)),
     Command("undo", "", "drop the last turn (the model's state goes back exactly)"),
     Command("retry", "", "write the model's last turn again"),

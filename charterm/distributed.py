@@ -1,0 +1,75 @@
+"""Many processes, one model: the torchrun environment, PyTorch DistributedDataParallel.
+
+`torchrun --nproc_per_node=N -m charterm train ...` starts N copies of `charterm train`; each
+finds its rank here, joins the process group (nccl on CUDA, gloo on CPU) and trains on its own
+rows of the text. Every collective below is called by all ranks in the same order.
+"""
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass
+class Ranks:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        return dist.is_available() and dist.is_initialized()
+
+    def sum(self, values: list[float]) -> list[float]:
+        """Element-wise sum over ranks (float64, on CPU for gloo or the rank's GPU for nccl)."""
+        if not self.active:
+            return list(values)
+        t = torch.tensor(values, dtype=torch.float64, device=self._device())
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        return t.tolist()
+
+    def gather(self, obj) -> list:
+        """Every rank's `obj`, in rank order, on every rank."""
+        if not self.active:
+            return [obj]
+        out = [None] * self.world
+        dist.all_gather_object(out, obj)
+        return out
+
+    def barrier(self) -> None:
+        if self.active:
+            dist.barrier()
+
+    def _device(self) -> torch.device:
+        return torch.device("cuda", self.local_rank) if dist.get_backend() == "nccl" else torch.device("cpu")
+
+
+def launched_by_torchrun() -> bool:
+    return "TORCHELASTIC_RUN_ID" in os.environ or ("RANK" in os.environ and "WORLD_SIZE" in os.environ)
+
+
+def start(device_name: str) -> tuple[Ranks, str]:
+    """Join the process group when started by torchrun. Returns the ranks and the device name
+    this rank uses (cuda:LOCAL_RANK on CUDA)."""
+    if not launched_by_torchrun():
+        return Ranks(), device_name
+    ranks = Ranks(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0)))
+    cuda = device_name in ("auto", "cuda") and torch.cuda.is_available()
+    if cuda:
+        torch.cuda.set_device(ranks.local_rank)
+        device_name = f"cuda:{ranks.local_rank}"
+    elif device_name == "auto":
+        device_name = "cpu"
+    dist.init_process_group(backend="nccl" if cuda else "gloo")
+    return ranks, device_name
+
+
+def stop(ranks: Ranks) -> None:
+    if ranks.active:
+        dist.destroy_process_group()
