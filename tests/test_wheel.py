@@ -35,11 +35,14 @@ def test_wheel_carries_the_model_and_the_stylesheet(tmp_path):
     pure = Path(sysconfig.get_paths(vars={"base": str(env), "platbase": str(env)})["purelib"])
     (pure / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--prefix", env, wheel],
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--ignore-installed"]
+        + ["--prefix", env, wheel],  # --ignore-installed: leave this environment's charterm installed
         check=True,
         capture_output=True,
         timeout=300,
     )
+    ours = subprocess.run([sys.executable, "-m", "pip", "show", "-q", "charterm"], capture_output=True, timeout=120)
+    assert ours.returncode == 0, "installing the wheel elsewhere uninstalled this environment's charterm"
     code = (
         "import charterm, charterm.checkpoint as c; from pathlib import Path;"
         "print(charterm.__file__); print(c.default_model_path());"
