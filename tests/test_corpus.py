@@ -120,6 +120,7 @@ def test_max_vocab_keeps_the_most_frequent_and_maps_the_rest_to_one_token(tmp_pa
     assert open_corpus(p, max_vocab=100).vocab.unknown is None  # nothing to cut
 
 
+@pytest.mark.slow
 def test_training_on_a_folder_with_max_vocab_then_info_eval_and_generate(tmp_path, corpus):
     text = read_text(corpus)
     half = len(text) // 2
