@@ -129,7 +129,13 @@ def open_corpus(
     if encoded_now:
         on_status(f"encoding {path} (once; cached in {token_file.parent})")
         report = FoldReport()
-        n = _encode(files, encoding, separator, vocab, token_file, report)
+        try:
+            n = _encode(files, encoding, separator, vocab, token_file, report)
+        except OSError as e:
+            raise CharTermError(
+                f"cannot write the token file in {token_file.parent} ({e.strerror or e}); "
+                f"free some space or set CHARTERM_CACHE to a writable folder"
+            ) from None
         _write_json(meta_file, {"format": CACHE_FORMAT, "tokens": n, "dtype": np.dtype(vocab.dtype).name})
         if report:
             on_fold(report)

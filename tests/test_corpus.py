@@ -176,3 +176,22 @@ def test_the_unknown_token_is_saved_with_the_model_and_checked_on_load(tmp_path)
     (tmp_path / "bad.safetensors").write_bytes(raw[:8] + bad + raw[8 + n :])
     with pytest.raises(CharTermError, match="damaged model metadata"):
         load_model(tmp_path / "bad.safetensors")
+
+
+def test_an_unwritable_cache_is_a_one_line_error(tmp_path, corpus):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder would go")
+    r = run_cli(
+        "train",
+        "--data",
+        corpus,
+        "--out",
+        tmp_path / "m.safetensors",
+        "--max-steps",
+        "1",
+        env={"CHARTERM_CACHE": str(blocker / "cache")},
+    )
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    (line,) = r.stderr.strip().splitlines()
+    assert "cannot write the token file" in line and "CHARTERM_CACHE" in line
+    assert not (tmp_path / "m.safetensors").exists()
