@@ -134,8 +134,7 @@ def load_model(path, device="cpu") -> LoadedModel:
         raise CharTermError(f"{path}: damaged model metadata ({e})") from None
     if len(vocab) != config.vocab_size:
         raise CharTermError(f"{path}: vocabulary has {len(vocab)} chars but the weights expect {config.vocab_size}")
-    with torch.device("meta"):
-        expected = {k: tuple(v.shape) for k, v in CharModel(config).state_dict().items()}
+    expected = {k: tuple(v.shape) for k, v in CharModel(config, device="meta").state_dict().items()}
     size = path.stat().st_size - start
     dtypes = set()
     if set(entries) != set(expected):

@@ -27,16 +27,22 @@ def cheap_dropout(x: torch.Tensor, p: float) -> torch.Tensor:
 
 
 class CharModel(nn.Module):
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ModelConfig, device=None):
+        """device="meta" gives the shapes without allocating (passed to each layer: the
+        `torch.device` context manager would import torch._dynamo, 2 s here)."""
         super().__init__()
         self.config = config
         rnn = {"lstm": nn.LSTM, "gru": nn.GRU}[config.cell]
-        self.embed = nn.Embedding(config.vocab_size, config.embed)
+        # nn.Embedding's own N(0, 1) init goes through Tensor.normal_, which imports torch._dynamo
+        # (2 s on first use); torch.randn draws the same numbers without it.
+        self.embed = nn.Embedding(
+            config.vocab_size, config.embed, _weight=torch.randn(config.vocab_size, config.embed, device=device)
+        )
         self.rnns = nn.ModuleList(
-            rnn(config.embed if i == 0 else config.hidden, config.hidden, batch_first=True)
+            rnn(config.embed if i == 0 else config.hidden, config.hidden, batch_first=True, device=device)
             for i in range(config.layers)
         )
-        self.fc = nn.Linear(config.hidden, config.vocab_size)
+        self.fc = nn.Linear(config.hidden, config.vocab_size, device=device)
 
     @property
     def n_params(self) -> int:

@@ -429,8 +429,7 @@ def test_huge_but_consistent_architecture_is_refused_without_allocating(good, mo
     header, data = split(raw)
     vocab = [chr(0x4E00 + i) for i in range(2000)]
     config = ModelConfig(vocab_size=len(vocab), hidden=1 << 14, layers=64, embed=1 << 14)
-    with torch.device("meta"):
-        shapes = {k: list(v.shape) for k, v in CharModel(config).state_dict().items()}
+    shapes = {k: list(v.shape) for k, v in CharModel(config, device="meta").state_dict().items()}
     entries, offset = {}, 0
     for k, shape in shapes.items():
         n = 4
@@ -445,9 +444,9 @@ def test_huge_but_consistent_architecture_is_refused_without_allocating(good, mo
     built = []
     real = checkpoint.CharModel
 
-    def watch(cfg):
-        built.append(torch.get_default_device())
-        return real(cfg)
+    def watch(cfg, device=None):
+        built.append(torch.device(device) if device is not None else torch.get_default_device())
+        return real(cfg, device=device)
 
     monkeypatch.setattr(checkpoint, "CharModel", watch)
     t0 = time.perf_counter()

@@ -145,3 +145,29 @@ def test_int8_is_the_default_where_the_platform_has_it():
     if platform.machine() in ("x86_64", "AMD64"):
         assert stepper.precision == "int8"
     assert Stepper(make(), "fp32").precision == "fp32"
+
+
+def test_loading_and_sampling_do_not_import_torch_dynamo(tmp_path):
+    """torch._dynamo costs 2 s to import; nn.Embedding's init or a torch.device context would
+    pull it in at every `charterm generate`, `info` and app start."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch\n"
+        "from charterm.checkpoint import load_model, save_model\n"
+        "from charterm.config import ModelConfig\n"
+        "from charterm.model import CharModel\n"
+        "from charterm.text import Vocabulary\n"
+        "from charterm.sampling import CharSampler, Generation, Stepper, feed\n"
+        f"p = {str(tmp_path / 'm.safetensors')!r}\n"
+        "save_model(p, CharModel(ModelConfig(vocab_size=3, hidden=8)), Vocabulary('ab '), {})\n"
+        "m = load_model(p)\n"
+        "logits, state = feed(m.model, [0, 1])\n"
+        "g = iter(Generation(Stepper(m.model), logits, state, CharSampler(seed=1)))\n"
+        "[next(g) for _ in range(5)]\n"
+        "print('torch._dynamo' in sys.modules)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "False"

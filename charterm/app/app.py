@@ -200,9 +200,12 @@ class CharTermApp(App):
 
     def _flush_stream(self) -> None:
         """Move buffered chars into the story view (about 30 times a second)."""
+        views = self.query(StoryView)
+        if not views:  # the app is closing and its screen is gone; the session has saved the text
+            return
+        view = views.first()
         with self._stream_lock:
             items, self._stream = self._stream, []
-        view = self.query_one(StoryView)
         pending_author, pending = None, []
         for item in items:
             if item[0] == "text" and item[1] == pending_author:
