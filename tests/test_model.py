@@ -171,3 +171,13 @@ def test_loading_and_sampling_do_not_import_torch_dynamo(tmp_path):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "False"
+
+
+def test_the_embedding_starts_as_nn_embedding_would():
+    """CharModel draws its embedding with torch.randn (no torch._dynamo); the numbers must be
+    nn.Embedding's own N(0, 1) init for the same seed, so seeded runs train as before."""
+    torch.manual_seed(3)
+    expected = nn.Embedding(83, 83).weight.detach().clone()
+    torch.manual_seed(3)
+    model = CharModel(ModelConfig(vocab_size=83))
+    assert torch.equal(model.embed.weight, expected) and model.embed.weight.requires_grad
