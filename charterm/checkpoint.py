@@ -57,6 +57,21 @@ def save_model(path, model: CharModel, vocab: Vocabulary, info: dict, dtype=torc
             f.write(data)
 
 
+def export_model(src, dst, dtype: str, command: str) -> tuple["LoadedModel", "LoadedModel"]:
+    """Writes src's weights in another dtype (F32, F16 or BF16) to dst, with src's metadata and a
+    record of the conversion. Returns (source, written) as loaded from disk."""
+    source = load_model(src)
+    info = {k: v for k, v in source.info.items() if k not in ("fingerprint", "export")}
+    info["export"] = {
+        "dtype": dtype,
+        "from_dtype": source.dtype,
+        "from_fingerprint": source.fingerprint,
+        "command": command,
+    }
+    save_model(dst, source.model, source.vocab, info, dtype=_DTYPES[dtype][0])
+    return source, load_model(dst)
+
+
 def weights_fingerprint(model: CharModel) -> str:
     """The fingerprint `save_model` records for these weights in float32."""
     return _fingerprint({k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()})
@@ -122,7 +137,7 @@ def load_model(path, device="cpu") -> LoadedModel:
             raise ValueError("info is not an object")
         if not all(type(getattr(config, k)) is int for k in ("vocab_size", "embed", "hidden", "layers")):
             raise ValueError("architecture sizes must be integers")
-        if not isinstance(config.dropout, int | float):
+        if not all(isinstance(x, int | float) for x in (config.dropout, config.weight_drop)):
             raise ValueError("dropout must be a number")
         if not all(isinstance(c, str) and len(c) == 1 for c in vocab.chars):
             raise ValueError("vocabulary entries must be single characters")

@@ -121,6 +121,17 @@ def train(
     dropout: Annotated[
         float | None, typer.Option(help=f"Dropout between layers and before the read-out. [default: {D.dropout}]")
     ] = None,
+    weight_drop: Annotated[
+        float | None,
+        typer.Option(help=f"DropConnect on the recurrent weights (AWD-LSTM's weight drop). [default: {D.weight_drop}]"),
+    ] = None,
+    state_reset: Annotated[
+        float | None,
+        typer.Option(
+            help="Chance per row and window that the carried state is zeroed, so the model learns to start "
+            f"from nothing as a new story does. [default: {D.state_reset}]"
+        ),
+    ] = None,
     cell: Annotated[str | None, typer.Option(help=f"lstm or gru. [default: {D.cell}]")] = None,
     embed: Annotated[
         int | None, typer.Option(help=f"Embedding width; 0 = vocabulary size. [default: {D.embed}]")
@@ -254,6 +265,10 @@ def _check_train_config(cfg) -> None:
             raise UsageError(f"--{name} must be at least 1 (got {v})")
     if not 0 <= cfg.dropout < 1:
         raise UsageError(f"--dropout must be in [0, 1) (got {cfg.dropout})")
+    if not 0 <= cfg.state_reset <= 1:
+        raise UsageError(f"--state-reset must be in [0, 1] (got {cfg.state_reset})")
+    if not 0 <= cfg.weight_drop < 1:
+        raise UsageError(f"--weight-drop must be in [0, 1) (got {cfg.weight_drop})")
     if not 0 < cfg.val_frac < 1:
         raise UsageError(f"--val-frac must be between 0 and 1, exclusive (got {cfg.val_frac})")
     if cfg.lr <= 0 or cfg.clip <= 0:
@@ -685,11 +700,13 @@ def info(
         "unknown_chars": i.get("unknown_chars"),
         "unknown_share": i.get("unknown_share"),
         "data_files": i.get("data_files"),
+        "parent": i.get("parent"),
+        "export": i.get("export"),
     }
     if as_json:
         print(json.dumps(card))
         return
-    val = f"{card['val_loss']:.4f}" if isinstance(card["val_loss"], float) else "unknown"
+    val = _loss(card["val_loss"])
     lines = [
         f"model      {card['path']} ({card['file_size'] / 1e6:.1f} MB, {card['dtype']})",
         f"network    {c.cell.upper()} {c.hidden}x{c.layers}, embedding {c.embed}, dropout {c.dropout}; "
@@ -710,7 +727,50 @@ def info(
         f"val loss   {val} nats/char",
         f"made by    {card['command']} (charterm {card['charterm_version']}, {card['created']})",
     ]
+    parent = card["parent"]
+    while isinstance(parent, dict):
+        lines.append(
+            f"from       {parent.get('command')} ({parent.get('epochs')} epochs, {parent.get('steps')} steps, "
+            f"{parent.get('wall_time')} s; val loss {_loss(parent.get('val_loss'))})"
+        )
+        parent = parent.get("parent")
+    if isinstance(card["export"], dict):
+        e = card["export"]
+        lines.append(f"stored as  {e.get('dtype')} by {e.get('command')} (from {e.get('from_dtype')} weights)")
     print("\n".join(lines))
+
+
+def _loss(value) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else "unknown"
+
+
+class StoreDtype(StrEnum):
+    F32 = "F32"
+    F16 = "F16"
+    BF16 = "BF16"
+
+
+@app.command()
+def export(
+    model: Annotated[Path, typer.Argument(help="Model file to convert.")],
+    out: Annotated[Path, typer.Option(help="Where to write the converted model (atomically).")],
+    dtype: Annotated[StoreDtype, typer.Option(help="Weight storage: F16 and BF16 halve the file.")] = StoreDtype.F16,
+    force: Annotated[bool, typer.Option(help="Overwrite --out if it exists.")] = False,
+) -> None:
+    """Store a model's weights in another dtype; its metadata is kept and records the conversion."""
+    from charterm.checkpoint import export_model
+
+    if out.exists() and not force and out.resolve() != model.resolve():
+        raise UsageError(f"{out} already exists; pass --force to overwrite it")
+    if out.is_dir():
+        raise UsageError(f"--out {out} is a directory; pass a file name")
+    command = "charterm " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["export"] else "charterm export"
+    source, written = export_model(model, out, dtype.value, command)
+    print(
+        f"{out}: {written.dtype}, {out.stat().st_size / 1e6:.1f} MB (from {source.dtype}, "
+        f"{model.stat().st_size / 1e6:.1f} MB); check it with: charterm eval --model {shlex.quote(str(out))}",
+        file=sys.stderr,
+    )
 
 
 # --- data --------------------------------------------------------------------------------------

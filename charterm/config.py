@@ -15,6 +15,7 @@ class ModelConfig:
     hidden: int = 256
     layers: int = 2
     dropout: float = 0.0
+    weight_drop: float = 0.0  # DropConnect on the recurrent (hidden-to-hidden) weights, training only
 
     def __post_init__(self) -> None:
         if self.embed == 0:
@@ -43,6 +44,7 @@ class TrainConfig:
     hidden: int = 256
     layers: int = 2
     dropout: float = 0.0
+    weight_drop: float = 0.0
     # optimisation
     epochs: int = 20
     batch_size: int = 16
@@ -52,6 +54,10 @@ class TrainConfig:
     warmup_steps: int = 100
     min_lr_frac: float = 0.01
     clip: float = 5.0
+    # chance, per row and window, that the carried state is zeroed: the model also learns to start
+    # from nothing, as a new story or `generate` does (without it the first chars after a short
+    # prime can be noise: the zero state is otherwise seen once per row per epoch)
+    state_reset: float = 0.02
     # bookkeeping
     val_frac: float = 0.1
     eval_every: int = 0  # steps between validation passes; 0 = automatic (about 5% of the time)
@@ -77,5 +83,6 @@ PRESETS: dict[str, dict] = {
         warmup_steps=0,
         clip=5.0,
         embed=0,
+        state_reset=0.0,
     ),
 }

@@ -1,5 +1,10 @@
 """The char model: an embedding, a stack of LSTM (or GRU) layers, dropout, a linear read-out.
 
+Two regularisers, both off at evaluation and generation: dropout on the activations between
+layers and before the read-out, and weight drop (AWD-LSTM's DropConnect: one mask over each
+layer's hidden-to-hidden matrix per forward call, so the same dropped connections for every
+time step of the window).
+
 The notebook feeds one-hot vectors into the LSTM; an embedding as wide as the vocabulary is the
 same function (a one-hot times a matrix selects a column) without building the one-hot tensor.
 """
@@ -65,8 +70,20 @@ class CharModel(nn.Module):
             layer_state = tuple(s[i : i + 1].contiguous() for s in state)
             if i > 0:
                 x = cheap_dropout(x, p)
-            x, out_state = rnn(x, layer_state if self.config.cell == "lstm" else layer_state[0])
+            hx = layer_state if self.config.cell == "lstm" else layer_state[0]
+            if self.training and self.config.weight_drop > 0:
+                x, out_state = self._weight_dropped(rnn, x, hx)
+            else:
+                x, out_state = rnn(x, hx)
             new.append(out_state if isinstance(out_state, tuple) else (out_state,))
         x = cheap_dropout(x, p)
         new_state = tuple(torch.cat([s[k] for s in new]) for k in range(len(state)))
         return self.fc(x), new_state
+
+    def _weight_dropped(self, rnn: nn.LSTM | nn.GRU, x: torch.Tensor, hx):
+        """One layer with a dropped copy of its recurrent weights (the parameters stay whole)."""
+        w_ih, w_hh, b_ih, b_hh = rnn._flat_weights
+        weights = [w_ih, cheap_dropout(w_hh, self.config.weight_drop), b_ih, b_hh]
+        fn = torch.lstm if self.config.cell == "lstm" else torch.gru
+        out = fn(x, hx, weights, True, 1, 0.0, True, False, True)
+        return out[0], (out[1:] if self.config.cell == "lstm" else out[1])

@@ -121,6 +121,13 @@ def lr_at(cfg: TrainConfig, step: int, progress: float) -> float:
     return lo + (cfg.lr - lo) * 0.5 * (1 + math.cos(math.pi * p))
 
 
+def kept_rows(cfg: TrainConfig, step: int, rows: int) -> torch.Tensor:
+    """Which of all `rows` keep their carried state at this step (the rest start from zeros). A
+    function of the seed and step alone: the same for any process count, and on --resume."""
+    g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+    return (torch.rand(rows, generator=g) >= cfg.state_reset).float()
+
+
 def load_resume_state(path: Path) -> dict:
     if not path.exists():
         raise CharTermError(f"no resume state at {path}; train without --resume to start a new run")
@@ -179,7 +186,7 @@ def run_training(
     saved = None
     if resume:
         saved = load_resume_state(rpath)
-        saved_cfg = TrainConfig(**saved["config"])
+        saved_cfg = TrainConfig(**{"state_reset": 0.0, **saved["config"]})  # runs saved before it existed
         for name in explicit - RESUMABLE_OVERRIDES:
             if getattr(cfg, name) != getattr(saved_cfg, name):
                 raise UsageError(
@@ -221,7 +228,13 @@ def run_training(
 
     torch.manual_seed(cfg.seed)
     mconf = ModelConfig(
-        vocab_size=len(vocab), cell=cfg.cell, embed=cfg.embed, hidden=cfg.hidden, layers=cfg.layers, dropout=cfg.dropout
+        vocab_size=len(vocab),
+        cell=cfg.cell,
+        embed=cfg.embed,
+        hidden=cfg.hidden,
+        layers=cfg.layers,
+        dropout=cfg.dropout,
+        weight_drop=cfg.weight_drop,
     )
     model = CharModel(mconf).to(device)
     if start_from is not None:
@@ -280,8 +293,10 @@ def run_training(
     last_step_event = 0.0
     train_loss = math.nan
     last_eval_step = step if saved is not None else -1
+    parent = _lineage(start_from.info) if start_from is not None else (saved or {}).get("parent")
     info_base = {
         **corpus.describe(),
+        **({"parent": parent} if parent else {}),
         "command": command,
         "charterm_version": __version__,
         "machine": machine_description(device) + (f", {ranks.world} processes" if ranks.world > 1 else ""),
@@ -320,6 +335,7 @@ def run_training(
             "vocab": list(vocab.chars),
             "unknown": vocab.unknown,
             "data_sha256": data_sha,
+            "parent": parent,
         }
         with atomic_path(rpath) as tmp:
             torch.save(payload, tmp)
@@ -392,6 +408,9 @@ def run_training(
             xs, ys = window(train_ids, starts, win * cfg.seq_length, cfg.seq_length)
             x, y = torch.from_numpy(xs).to(device), torch.from_numpy(ys).to(device)
             hidden = tuple(h.detach() for h in hidden)
+            if cfg.state_reset > 0:
+                keep = kept_rows(cfg, step, rows)[ranks.rank * cfg.batch_size : (ranks.rank + 1) * cfg.batch_size]
+                hidden = tuple(h * keep.view(1, -1, 1).to(device) for h in hidden)
             with _autocast(device):
                 logits, hidden = net(x, hidden)
                 loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1))
@@ -465,6 +484,17 @@ def run_training(
         done["rank_fingerprints"] = ranks.gather(weights_fingerprint(model))
     emit(TrainingEvent("done", done))
     return TrainResult(out, rpath, step, best_val, interrupted)
+
+
+LINEAGE_KEYS = (
+    "command", "charterm_version", "data", "data_sha256", "epochs", "steps", "wall_time", "machine", "val_loss",
+    "created", "fingerprint", "parent",
+)  # fmt: skip
+
+
+def _lineage(info: dict) -> dict:
+    """How an --init-from model was made (and what it came from), for the new model's metadata."""
+    return {k: info[k] for k in LINEAGE_KEYS if k in info}
 
 
 def _start_from(cfg: TrainConfig, explicit: set[str]):

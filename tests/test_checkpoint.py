@@ -185,6 +185,36 @@ def test_half_precision_loads_as_float32(tmp_path, dtype, name, tol):
     assert loaded.vocab.chars == tuple(CHARS)
 
 
+def test_export_stores_another_dtype_and_records_it(tmp_path):
+    full, half = tmp_path / "full.safetensors", tmp_path / "half.safetensors"
+    model, _ = saved(full)
+    r = run_cli("export", full, "--out", half, "--dtype", "BF16")
+    assert r.returncode == 0, r.stderr
+    assert "BF16" in r.stderr and f"charterm eval --model {half}" in r.stderr
+    source, written = load_model(full), load_model(half)
+    assert written.dtype == "BF16" and half.stat().st_size < 0.6 * full.stat().st_size
+    for k, v in model.state_dict().items():
+        assert torch.equal(written.model.state_dict()[k], v.to(torch.bfloat16).float()), k
+    assert written.vocab == source.vocab and written.model.config == source.model.config
+    kept = {k: v for k, v in written.info.items() if k not in ("fingerprint", "export")}
+    assert kept == {k: v for k, v in source.info.items() if k != "fingerprint"}  # how it was made stays
+    assert written.fingerprint != source.fingerprint
+    assert written.info["export"] == {
+        "dtype": "BF16",
+        "from_dtype": "F32",
+        "from_fingerprint": source.fingerprint,
+        "command": f"charterm export {full} --out {half} --dtype BF16",
+    }
+    assert "stored as  BF16 by charterm export" in run_cli("info", "--model", half).stdout
+    before = half.read_bytes()
+    r = run_cli("export", full, "--out", half)
+    assert r.returncode == 2 and "--force" in r.stderr and half.read_bytes() == before
+    r = run_cli("export", full, "--out", half, "--dtype", "F8")
+    assert r.returncode == 2 and "Traceback" not in r.stderr and half.read_bytes() == before
+    assert run_cli("export", full, "--out", half, "--force").returncode == 0
+    assert load_model(half).dtype == "F16"
+
+
 # --- 2. pickles are refused and never run -------------------------------------------------------
 
 

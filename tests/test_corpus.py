@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from conftest import TINY, run_cli
 
 from charterm import corpus as corpus_mod
@@ -152,6 +153,18 @@ def test_init_from_fine_tunes_a_model_on_another_text(tmp_path, corpus, tiny_mod
     ft = load_model(out)
     assert ft.vocab == base.vocab and ft.model.config == base.model.config
     assert ft.info["train_config"]["init_from"] == str(tiny_model)
+    parent = ft.info["parent"]  # how the starting weights were made travels with the fine-tune
+    assert parent["command"] == base.info["command"] == "pytest tiny_model"
+    assert parent["fingerprint"] == base.fingerprint and parent["steps"] == base.info["steps"]
+    assert f"from       pytest tiny_model ({base.info['epochs']} epochs" in run_cli("info", "--model", out).stdout
+    cfg = dict(
+        data=str(own), out=str(tmp_path / "again.safetensors"), init_from=str(tiny_model), **{**TINY, "epochs": 50}
+    )
+    run_training(TrainConfig(max_steps=4, **cfg))
+    second = run_training(TrainConfig(max_steps=8, **cfg), resume=True, explicit={"max_steps"})  # keeps the lineage
+    resume_state = torch.load(second.resume_path, weights_only=True)
+    assert resume_state["step"] == 8 and resume_state["parent"] == parent
+    assert load_model(second.out).info["parent"] == parent
     r = run_cli("train", "--data", own, "--out", tmp_path / "x.safetensors", "--init-from", tiny_model, "--hidden", "7")
     assert r.returncode == 2 and "--hidden 7 differs" in r.stderr and "Traceback" not in r.stderr
 

@@ -60,6 +60,35 @@ def test_dropout_only_in_training():
     assert not torch.equal(a, c)
 
 
+def test_weight_drop_drops_recurrent_connections_in_training_only():
+    for cell in ("lstm", "gru"):
+        m = make(cell)
+        ids = torch.randint(0, 11, (3, 12))
+        with torch.no_grad():
+            plain, plain_state = m(ids)
+            m.train()
+            same, same_state = m(ids)  # no dropout of any kind configured: the weight-drop path is unused
+            m.config.weight_drop = 1e-9  # rounds to a mask that keeps everything: the same numbers as nn.LSTM/GRU
+            kept, kept_state = m(ids)
+            m.config.weight_drop = 0.5
+            dropped, dropped_state = m(ids)
+            m.eval()
+            after, _ = m(ids)
+        assert torch.equal(plain, same) and torch.equal(plain, after)
+        assert torch.allclose(plain, kept, atol=1e-5)
+        assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(plain_state, kept_state, strict=True))
+        assert [s.shape for s in dropped_state] == [s.shape for s in plain_state]
+        # the first char's output has no recurrent input yet, so only the later ones differ
+        assert torch.allclose(dropped[:, 0], plain[:, 0], atol=1e-5)
+        assert not torch.allclose(dropped[:, 1:], plain[:, 1:], atol=1e-3)
+        m.train()
+        m(ids)[0].sum().backward()
+        w = m.rnns[0].weight_hh_l0
+        zero_grad_share = (w.grad == 0).float().mean().item()
+        assert 0.3 < zero_grad_share < 0.7, (cell, zero_grad_share)  # the dropped connections get no gradient
+        assert w.grad is not None and isinstance(w, nn.Parameter)
+
+
 def test_state_carries_across_windows():
     m = make()
     ids = torch.randint(0, 11, (2, 40))

@@ -12,7 +12,7 @@ from conftest import TINY
 from charterm.checkpoint import load_model
 from charterm.config import TrainConfig
 from charterm.errors import CharTermError, UsageError
-from charterm.training import StopFlag, load_resume_state, lr_at, resume_path_for, run_training
+from charterm.training import StopFlag, kept_rows, load_resume_state, lr_at, resume_path_for, run_training
 
 
 def cfg_for(corpus, out, **kw):
@@ -179,3 +179,36 @@ def test_signal_finishes_the_step_saves_and_exits_130(corpus, tmp_path, sig):
     )
     assert resumed.returncode == 0, resumed.stderr
     assert load_resume_state(resume_path_for(out))["step"] == state["step"] + 5
+
+
+def test_state_resets_are_random_rows_fixed_by_seed_and_step():
+    cfg = TrainConfig(state_reset=0.1, seed=3)
+    masks = torch.stack([kept_rows(cfg, step, 64) for step in range(500)])
+    assert set(masks.unique().tolist()) == {0.0, 1.0}
+    assert 0.08 < 1 - masks.mean().item() < 0.12  # about one row in ten starts from zeros
+    assert torch.equal(kept_rows(cfg, 7, 64), masks[7])  # the same on --resume
+    assert not torch.equal(masks[7], masks[8])
+    assert kept_rows(TrainConfig(state_reset=0.0), 7, 64).min() == 1
+    assert kept_rows(TrainConfig(state_reset=1.0), 7, 64).max() == 0
+
+
+def test_state_resets_zero_the_rows_the_mask_picks(corpus, tmp_path, monkeypatch):
+    from charterm.model import CharModel
+
+    seen = []
+    forward = CharModel.forward
+
+    def recording(self, ids, state=None):
+        if self.training:
+            seen.append(state[0].abs().sum(dim=(0, 2)) > 0)  # which rows came in with a carried state
+        return forward(self, ids, state)
+
+    monkeypatch.setattr(CharModel, "forward", recording)
+    for p in (0.0, 0.5, 1.0):
+        seen.clear()
+        cfg = cfg_for(corpus, tmp_path / f"r{p}.safetensors", state_reset=p, max_steps=12, eval_every=1000)
+        run_training(cfg)
+        assert len(seen) == 12 and not seen[0].any()  # the first window of a run starts from zeros
+        for step in range(1, 12):
+            assert torch.equal(seen[step], kept_rows(cfg, step, cfg.batch_size).bool()), (p, step)
+    assert seen[5].sum() == 0
