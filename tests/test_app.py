@@ -196,7 +196,7 @@ def test_stop_command_without_an_argument_stops_the_model(home, tiny_model):
         await submit(pilot, "/chars 100000")
         await type_line(pilot, "Once")
         await wait_until(pilot, lambda: len(view(app).text) > 100, 20, "the model to write")
-        await type_line(pilot, "/stop")
+        await submit(pilot, "/stop")
         await wait_until(pilot, lambda: idle(app), 5, "the generation to stop")
         assert 100 < len(app.session.turns[-1].text) < 100_000
         assert app.session.settings.stop_at == "none"
