@@ -817,6 +817,8 @@ def main(argv: list[str] | None = None) -> None:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         code = 1
+    if "charterm.distributed" in sys.modules:  # a torchrun worker: see exit_worker
+        sys.modules["charterm.distributed"].exit_worker(code)
     sys.exit(code)
 
 

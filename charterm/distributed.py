@@ -6,10 +6,13 @@ rows of the text. Every collective below is called by all ranks in the same orde
 """
 
 import os
+import sys
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+
+_joined = False  # this process joined a process group (see exit_worker)
 
 
 @dataclass
@@ -67,9 +70,29 @@ def start(device_name: str) -> tuple[Ranks, str]:
     elif device_name == "auto":
         device_name = "cpu"
     dist.init_process_group(backend="nccl" if cuda else "gloo")
+    global _joined
+    _joined = True
     return ranks, device_name
 
 
 def stop(ranks: Ranks) -> None:
     if ranks.active:
         dist.destroy_process_group()
+
+
+def exit_worker(code: int) -> None:
+    """End a process that joined a process group, skipping interpreter finalization.
+
+    Gloo's worker threads outlive `destroy_process_group` and may still hold the last reference
+    to a tensor from the final collective; if they drop it while the interpreter is finalizing,
+    the thread dies taking the GIL and the process aborts ("terminate called without an active
+    exception", exit -6) after a run that finished. All files are already written and synced.
+    """
+    if not _joined:
+        return
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe or stream: nothing more can reach it
+            pass
+    os._exit(code)
