@@ -200,3 +200,19 @@ def default_model_path() -> Path:
         if candidate.exists():
             return candidate
     return here.parent / "models" / "anna.safetensors"
+
+
+def model_card(loaded: LoadedModel) -> dict:
+    """What a person is shown about a model (plain values, safe to send between processes)."""
+    c = loaded.model.config
+    val = loaded.info.get("val_loss")
+    return {
+        "name": loaded.path.name if loaded.path else "model",
+        "path": str(Path(loaded.path).resolve()) if loaded.path else "",
+        "cell": c.cell,
+        "hidden": c.hidden,
+        "layers": c.layers,
+        "params": loaded.model.n_params,
+        "val_loss": float(val) if isinstance(val, int | float) else None,
+        "data": loaded.info.get("train_config", {}).get("data"),
+    }

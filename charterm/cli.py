@@ -17,8 +17,10 @@ import typer
 from charterm import __version__
 from charterm.config import TrainConfig
 from charterm.errors import CharTermError, UsageError
+from charterm.settings import BY_FIELD, Settings
 
 D = TrainConfig()  # the defaults, shown in --help
+S = Settings()
 
 app = typer.Typer(
     name="charterm",
@@ -92,11 +94,15 @@ def root(
         check_name(story)
     if model is not None and not model.is_file():
         raise CharTermError(f"{model}: no such model file")
+    from charterm.worker_client import start_worker
+
+    # started first: the worker imports torch and loads the model while this process imports Textual
+    client = start_worker(story, str(model) if model else None)
     from charterm.app.app import CharTermApp
 
     for name in ("COLUMNS", "LINES"):  # a fixed size from the environment would make Textual ignore resizes
         os.environ.pop(name, None)
-    CharTermApp(story=story, model=str(model) if model else None).run()
+    CharTermApp(story=story, model=str(model) if model else None, client=client).run()
 
 
 # --- train -------------------------------------------------------------------------------------
@@ -400,14 +406,21 @@ def _load(model: Path | None):
     return load_model(path)
 
 
+class StopAt(StrEnum):
+    none = "none"
+    sentence = "sentence"
+    paragraph = "paragraph"
+
+
 @app.command()
 def generate(
     model: Annotated[Path | None, typer.Option(help="Model file. [default: the model shipped in models/]")] = None,
     prime: Annotated[str | None, typer.Option(help="Text to start from (any characters).")] = None,
     prime_file: Annotated[Path | None, typer.Option(help="Read the prime from a file.")] = None,
-    chars: Annotated[int, typer.Option(help="Chars to generate.")] = 500,
-    top_k: Annotated[int | None, typer.Option(help="Sample from the K most likely chars. [default: 5]")] = 5,
-    temperature: Annotated[float, typer.Option(help="Softmax temperature; 0 = always the most likely.")] = 1.0,
+    chars: Annotated[int, typer.Option(help=BY_FIELD["chars"].help)] = 500,
+    top_k: Annotated[int, typer.Option(help=BY_FIELD["top_k"].help)] = S.top_k,
+    temperature: Annotated[float, typer.Option(help=BY_FIELD["temperature"].help)] = S.temperature,
+    stop: Annotated[StopAt, typer.Option(help="Also end at the first sentence or paragraph end.")] = StopAt.none,
     seed: Annotated[int | None, typer.Option(help="Random seed: same seed, same text.")] = None,
     precision: Annotated[Precision, typer.Option(help="int8 (fast) or fp32 weights for sampling.")] = Precision.int8,
     story: Annotated[
@@ -415,13 +428,32 @@ def generate(
         typer.Option(help="Continue this saved story: the prime and the new text become turns; prints the new text."),
     ] = None,
 ) -> None:
-    """Write the prime and its continuation to stdout, streamed as it is generated."""
-    if chars < 0:
-        raise UsageError(f"--chars must be 0 or more (got {chars})")
-    if top_k is not None and top_k < 1:
-        raise UsageError(f"--top-k must be at least 1 (got {top_k})")
-    if temperature < 0:
-        raise UsageError(f"--temperature must be 0 or more (got {temperature})")
+    """Write the prime and its continuation to stdout, streamed as it is generated.
+
+    A new story and plain `generate` start alike (as after a newline), so for one seed and
+    prime they write the same text."""
+    from charterm.settings import Settings
+
+    try:
+        settings = Settings(top_k=top_k, temperature=temperature, chars=chars, stop_at=stop.value, seed=seed)
+    except UsageError as e:  # the rule names the setting ("chars must be ..."); here it is an option
+        raise UsageError(f"--{e}") from None
+    prime = _read_prime(prime, prime_file)
+    if story is not None:
+        from charterm.store import check_name
+
+        _continue_story(check_name(story), model, prime, settings, precision.value)
+        return
+    from charterm.session import Session
+
+    session = Session(_load(model), settings=settings, precision=precision.value)
+    if prime:
+        _feed_prime(session, prime)
+    sys.stdout.write(prime)
+    _stream(session)
+
+
+def _read_prime(prime: str | None, prime_file: Path | None) -> str:
     if prime is not None and prime_file is not None:
         raise UsageError("pass --prime or --prime-file, not both")
     if prime_file is not None:
@@ -435,83 +467,52 @@ def generate(
         prime.encode("utf-8")
     except UnicodeEncodeError:
         raise UsageError("--prime is not valid UTF-8; put the text in a file and pass --prime-file") from None
-    if story is not None:
-        from charterm.store import check_name
+    return prime
 
-        _continue_story(check_name(story), model, prime, chars, top_k, temperature, seed, precision.value)
-        return
 
-    import torch
-
-    from charterm.sampling import CharSampler, Generation, Stepper, feed
-
-    loaded = _load(model)
-    vocab, net = loaded.vocab, loaded.model
-    folded, report = vocab.fold(prime)
+def _feed_prime(session, prime: str) -> None:
+    report = session.feed(prime)
     if report:
         warn(f"prime: {report.describe()}")
-    context = folded or ("\n" if "\n" in vocab else vocab.chars[0])
-    seed = seed if seed is not None else int.from_bytes(os.urandom(4), "little")
-    torch.manual_seed(seed)
-    logits, state = feed(net, [vocab.index[c] for c in context])
+
+
+def _stream(session) -> None:
+    """The model's turn to stdout, flushed about 30 times a second; committed if there is a store."""
+    import torch
+
     torch.set_num_threads(1)  # one char at a time: as fast as two threads alone, far faster on a busy CPU
-    sampler = CharSampler(top_k, temperature, seed, vocab.unknown_id)
-    gen = Generation(Stepper(net, precision.value), logits, state, sampler)
     out = sys.stdout
-    out.write(prime)
-    last_flush = time.monotonic()
-    buf = []
-    for i, idx in enumerate(gen):
-        if i >= chars:
-            break
-        buf.append(vocab.chars[idx])
-        now = time.monotonic()
-        if now - last_flush > 0.03:
-            out.write("".join(buf))
-            out.flush()
-            buf.clear()
-            last_flush = now
-    out.write("".join(buf) + ("\n" if out.isatty() else ""))
+    with session.continue_() as cont:
+        last_flush, buf = time.monotonic(), []
+        for ch in cont:
+            buf.append(ch)
+            if time.monotonic() - last_flush > 0.03:
+                out.write("".join(buf))
+                out.flush()
+                buf.clear()
+                last_flush = time.monotonic()
+        out.write("".join(buf))
+    out.write("\n" if out.isatty() else "")
     out.flush()
 
 
-def _continue_story(name, model, prime, chars, top_k, temperature, seed, precision) -> None:
-    from charterm.session import Session, Settings, model_path_for
-    from charterm.store import Store, check_name
+def _continue_story(name, model, prime, settings, precision) -> None:
+    from charterm.session import Session, model_path_for
+    from charterm.store import Store
 
     store = Store()
-    name = check_name(name)
     existing = store.load(name)
     path, notice = model_path_for(existing, model)
     if notice:
         warn(notice)
     loaded = _load(path)
     story = existing or store.open(name)
-    settings = Settings(top_k=top_k or 0, temperature=temperature, chars=max(chars, 1), seed=seed)
     session = Session(loaded, store, story, settings=settings, precision=precision)
     for notice in session.notices:
         warn(notice)
     if prime:
-        report = session.feed(prime)
-        if report:
-            warn(f"prime: {report.describe()}")
-    out = sys.stdout
-    if chars > 0:
-        import torch
-
-        torch.set_num_threads(1)
-        with session.continue_(chars) as cont:
-            last_flush, buf = time.monotonic(), []
-            for ch in cont:
-                buf.append(ch)
-                if time.monotonic() - last_flush > 0.03:
-                    out.write("".join(buf))
-                    out.flush()
-                    buf.clear()
-                    last_flush = time.monotonic()
-            out.write("".join(buf))
-    out.write("\n" if out.isatty() else "")
-    out.flush()
+        _feed_prime(session, prime)
+    _stream(session)
     for notice in session.notices:
         warn(notice)
     store.set_last_story(name)
@@ -822,20 +823,17 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(code)
 
 
-def _run(argv: list[str] | None) -> int:
-    from typer.core import _click  # typer's vendored click
+def _click_error(e: Exception, name: str) -> bool:
+    """Whether `e` is Click's `name` error (Typer's own copy of Click from 0.26, the click
+    package before): matched by class name, so no private module is imported."""
+    return any(c.__name__ == name for c in type(e).__mro__)
 
+
+def _run(argv: list[str] | None) -> int:
     debug = os.environ.get("CHARTERM_DEBUG") == "1" or "--debug" in (argv or sys.argv[1:])
     command = typer.main.get_command(app)
     try:
         rv = command.main(args=argv, prog_name="charterm", standalone_mode=False)
-    except _click.exceptions.NoArgsIsHelpError as e:
-        print(e.format_message())
-        return 0
-    except _click.exceptions.UsageError as e:
-        hint = f" (see `{e.ctx.command_path} --help`)" if e.ctx is not None else ""
-        print(f"charterm: error: {e.format_message()}{hint}", file=sys.stderr)
-        return 2
     except CharTermError as e:
         if debug:
             raise
@@ -847,6 +845,13 @@ def _run(argv: list[str] | None) -> int:
     except BrokenPipeError:
         raise
     except Exception as e:
+        if _click_error(e, "NoArgsIsHelpError"):
+            print(e.format_message())
+            return 0
+        if _click_error(e, "UsageError"):
+            hint = f" (see `{e.ctx.command_path} --help`)" if e.ctx is not None else ""
+            print(f"charterm: error: {e.format_message()}{hint}", file=sys.stderr)
+            return 2
         if debug:
             raise
         print(f"charterm: error: {type(e).__name__}: {e} (run with --debug for the traceback)", file=sys.stderr)

@@ -20,22 +20,13 @@ import numpy as np
 
 from charterm.errors import CharTermError, UsageError
 from charterm.fsutil import atomic_path, atomic_write_bytes
+from charterm.paths import cache_dir
 from charterm.text import FoldReport, Vocabulary
 
 SEPARATOR = "\n\n"  # between the files of a folder
 CHUNK = 1 << 22  # bytes read at a time
 CACHE_FORMAT = 1
 STATUS_BYTES = 16 << 20  # texts at least this big say when they are being counted or encoded
-
-
-def cache_dir() -> Path:
-    """$CHARTERM_CACHE, else the platform's user cache dir (both hold only derived data)."""
-    env = os.environ.get("CHARTERM_CACHE")
-    if env:
-        return Path(env)
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("charterm", appauthor=False))
 
 
 def text_files(path: Path) -> list[Path]:

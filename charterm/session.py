@@ -13,60 +13,21 @@ import random
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
 
 from charterm.checkpoint import LoadedModel
-from charterm.errors import UsageError
 from charterm.model import State
 from charterm.sampling import CharSampler, Generation, Stepper, feed
+from charterm.settings import STOP_AT, Settings  # noqa: F401 (re-exported)
 from charterm.store import LIVE_WRITERS, MODEL, PERSON, Store, Story, StoryChanged, Turn, new_owner, owner_alive
 from charterm.text import FoldReport
 
-STOP_AT = ("none", "sentence", "paragraph")
 DRAFT_EVERY = 0.5  # seconds between saves of the text a running generation has shown
 WORD_SLACK = 30  # with whole_words, at most this many chars past the limit to finish a word
 SENTENCE_END = ".!?"
 CLOSERS = "\"')]"
-
-
-@dataclass
-class Settings:
-    """How the model continues: top-k, temperature, chars per turn, where to stop early."""
-
-    top_k: int = 5  # 0 = the whole vocabulary
-    temperature: float = 1.0
-    chars: int = 300
-    stop_at: str = "none"  # none | sentence | paragraph
-    seed: int | None = None  # fixed seed: the same session gives the same text
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.top_k, int) or self.top_k < 0:
-            raise UsageError(f"top-k must be a whole number, 0 or more (got {self.top_k!r})")
-        if not isinstance(self.temperature, int | float) or not 0 <= self.temperature <= 10:
-            raise UsageError(f"temperature must be between 0 and 10 (got {self.temperature!r})")
-        if not isinstance(self.chars, int) or not 1 <= self.chars <= 100_000:
-            raise UsageError(f"chars per turn must be between 1 and 100000 (got {self.chars!r})")
-        if self.stop_at not in STOP_AT:
-            raise UsageError(f"stop must be one of {', '.join(STOP_AT)} (got {self.stop_at!r})")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "Settings":
-        """Settings saved with a story; values that no longer validate fall back to defaults."""
-        names = {f.name for f in fields(cls)}
-        out = cls()
-        for k, v in d.items():
-            if k in names:
-                try:
-                    out = cls(**{**out.to_dict(), k: v})
-                except UsageError:
-                    pass
-        return out
 
 
 def model_path_for(story: Story | None, given=None, fallback=None) -> tuple[Path, str | None]:
@@ -124,6 +85,7 @@ class Session:
         self.context_chars = context_chars
         self.precision = precision
         self.notices: list[str] = []  # things the person should be told (reloads, recoveries)
+        self.reloads = 0  # times `sync` found the story changed elsewhere and reloaded it
         self.turns: list[Turn] = list(story.turns) if story else []
         self.settings = settings or Settings.from_dict(story.settings if story else {})
         self._rng = random.Random(self.settings.seed)
@@ -217,7 +179,7 @@ class Session:
         with self._lock:
             self.sync()
             seed = self._rng.getrandbits(32) if self.settings.seed is not None else int.from_bytes(os.urandom(4))
-            return Continuation(self, chars or self.settings.chars, seed, whole_words)
+            return Continuation(self, self.settings.chars if chars is None else chars, seed, whole_words)
 
     def undo(self) -> Turn | None:
         """Drop the last turn; the state goes back to exactly what it was before it."""
@@ -241,7 +203,7 @@ class Session:
     def update_settings(self, **changes) -> Settings:
         """Change sampling settings (validated) and save them with the story."""
         with self._lock:
-            new = Settings(**{**self.settings.to_dict(), **changes})
+            new = self.settings.replace(**changes)
             if new.seed != self.settings.seed:
                 self._rng = random.Random(new.seed)
             self.settings = new
@@ -277,6 +239,7 @@ class Session:
                 states[k] = self._states[k]
             before = len(self.turns)
             self.story, self.turns, self._states = fresh, list(fresh.turns), states
+            self.reloads += 1
             if not quiet:
                 self.notices.append(
                     f"the story was changed in another window; reloaded it ({before} -> {len(self.turns)} turns)"
@@ -362,7 +325,7 @@ class Continuation:
         stop_at = session.settings.stop_at
         last_save = time.monotonic()
         chars = iter(self._gen)
-        while not self._stop.is_set():
+        while self.limit > 0 and not self._stop.is_set():
             ch = vocab.chars[next(chars)]
             self.chars.append(ch)
             yield ch

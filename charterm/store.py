@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from charterm.errors import CharTermError, UsageError
+from charterm.paths import home
 
 PERSON, MODEL = "person", "model"
 MAX_NAME = 100
@@ -85,16 +86,6 @@ def owner_alive(owner: str) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def home() -> Path:
-    """The data dir: $CHARTERM_HOME, else the platform's user data dir."""
-    env = os.environ.get("CHARTERM_HOME")
-    if env:
-        return Path(env).expanduser()
-    import platformdirs
-
-    return Path(platformdirs.user_data_dir("charterm", appauthor=False))
 
 
 def check_name(name: str) -> str:

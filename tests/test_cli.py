@@ -144,7 +144,7 @@ def test_train_prints_size_and_params_without_progress(corpus, tmp_path):
 @pytest.mark.parametrize(
     "args, code, says",
     [
-        (["generate", "--top-k", "0"], 2, "--top-k"),
+        (["generate", "--top-k", "-1"], 2, "top-k"),
         (["generate", "--chars", "-5"], 2, "--chars"),
         (["generate", "--temperature", "-1"], 2, "--temperature"),
         (["generate", "--prime", "a", "--prime-file", "x"], 2, "not both"),
@@ -228,3 +228,28 @@ def test_rich_progress_shows_losses_rate_and_eta(corpus, tmp_path):
     err = r.stderr
     assert "parameters" in err and "chars/s" in err and "ETA" in err and "loss" in err
     assert "step 20: train" in err and "val" in err and "best val loss" in err
+
+
+@pytest.mark.slow
+def test_an_older_typer_that_pyproject_allows_runs_every_command(tmp_path):
+    """pyproject allows typer>=0.15, whose Click is the click package (Typer vendors it from 0.26):
+    the CLI must not reach into either's private modules."""
+    target = tmp_path / "old"
+    old = ["typer==0.15.0", "click==8.1.7"]
+    pip = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", target, *old],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    if pip.returncode != 0:
+        pytest.skip(f"cannot install typer 0.15 here: {pip.stderr.strip().splitlines()[-1:]}")
+    env = {"PYTHONPATH": str(target)}
+    version = subprocess.run(
+        [sys.executable, "-c", "import typer; print(typer.__version__)"], env=env, capture_output=True, text=True
+    )
+    assert version.stdout.strip() == "0.15.0"
+    assert "Usage: charterm" in run_cli("--help", env=env).stdout
+    assert "No such command" in one_line_error(run_cli("nosuchcommand", env=env), 2)
+    assert "--top-k must be" in one_line_error(run_cli("generate", "--top-k", "-1", env=env), 2)
+    assert run_cli("stories", "list", env={**env, "CHARTERM_HOME": str(tmp_path / "h")}).returncode == 0

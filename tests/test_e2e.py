@@ -253,52 +253,95 @@ def test_write_quit_and_reopen_the_last_story(term):
     term.quit()
 
 
-def test_kill_9_while_writing_keeps_the_database_and_the_shown_text(term):
-    term.launch()
-    term.wait_ready()
-    term.set_chars(30)
-    term.type("Levin")
-    term.wait_status(r"\b2 turns", 30)
-    start_streaming(term)  # turn 3 ("Anna") is committed, turn 4 is being written
-    started = time.monotonic()
-    time.sleep(0.5)
-    reference = shown_story(term.stable_capture())  # what was on screen well before the kill
-    ref_time = time.monotonic()
-    # keep streaming a little over a second more (so a draft save came after the reference)
-    later = term.wait_for(
-        lambda: time.monotonic() - ref_time > 1.0 and time.monotonic() - started > 1.5 and shown_story(term.capture()),
-        10,
-    )
-    assert len(reference) > 50 and later != reference, "the text stopped streaming"
-    assert "writing" in status_line(term.capture())
-    os.kill(term.pid, signal.SIGKILL)
-    term.wait_for(lambda: (term.dir / "exit1").exists(), 10, "the shell to see the kill")
-    assert (term.dir / "exit1").read_text().strip() == "137"
+def workers_of(home: Path) -> list[int]:
+    """The pids of live model workers serving this CHARTERM_HOME."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmd = (proc / "cmdline").read_bytes().split(b"\0")
+            env = (proc / "environ").read_bytes().split(b"\0")
+            state = (proc / "stat").read_text().split(") ", 1)[1][0]
+        except (OSError, IndexError):
+            continue
+        if b"charterm.worker" in cmd and f"CHARTERM_HOME={home}".encode() in env and state != "Z":
+            pids.append(int(proc.name))
+    return pids
 
-    db = sqlite3.connect(term.home / "stories.db")
+
+def stored_turns(home: Path) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(turns, drafts) as the database has them, after an integrity check."""
+    db = sqlite3.connect(home / "stories.db")
     try:
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         turns = db.execute("SELECT author, text FROM turns ORDER BY seq").fetchall()
         drafts = db.execute("SELECT author, text FROM drafts").fetchall()
     finally:
         db.close()
-    assert [a for a, _ in turns] == ["person", "model", "person"]
+    return turns, drafts
+
+
+def stream_then_look(term: Term) -> str:
+    """Two turns, then a long one being written; what was on screen a second before now."""
+    term.set_chars(30)
+    term.type("Levin")
+    term.wait_status(r"\b2 turns", 30)
+    start_streaming(term)  # turn 3 ("Anna") is committed, turn 4 is being written
+    started = time.monotonic()
+    time.sleep(0.5)
+    reference = shown_story(term.stable_capture())
+    ref_time = time.monotonic()
+    later = term.wait_for(
+        lambda: time.monotonic() - ref_time > 1.0 and time.monotonic() - started > 1.5 and shown_story(term.capture()),
+        10,
+    )
+    assert len(reference) > 50 and later != reference, "the text stopped streaming"
+    assert "writing" in status_line(term.capture())
+    return reference
+
+
+def test_kill_9_of_the_app_while_writing_the_worker_commits_what_was_shown(term):
+    term.launch()
+    term.wait_ready()
+    reference = stream_then_look(term)
+    [worker] = workers_of(term.home)
+    os.kill(term.pid, signal.SIGKILL)
+    term.wait_for(lambda: (term.dir / "exit1").exists(), 10, "the shell to see the kill")
+    assert (term.dir / "exit1").read_text().strip() == "137"
+    term.wait_for(lambda: not workers_of(term.home), 10, "the worker to commit and exit")
+    turns, drafts = stored_turns(term.home)
+    assert [a for a, _ in turns] == ["person", "model", "person", "model"] and drafts == []
     assert turns[0][1] == "Levin" and 30 <= len(turns[1][1]) <= 30 + WORD_SLACK and turns[2][1] == "Anna"
-    assert len(drafts) == 1 and drafts[0][0] == "model" and drafts[0][1]
     committed = "".join(t for _, t in turns)
-    assert reference in squash(committed + drafts[0][1])
+    assert reference in squash(committed)
 
     term.launch()
-    screen = term.wait_screen(lambda s: "recovered" in s and "story: untitled" in s, 30, "'recovered'")
-    assert re.search(r"recovered [\d,]+ chars", screen), screen
-    assert "4 turns" in status_line(screen)
-    # once the notification is gone the end of the recovered story is on screen
-    screen = term.wait_screen(lambda s: "recovered" not in s, 15, "the toast to go")
+    screen = term.wait_ready()
+    assert "4 turns" in status_line(screen) and "recovered" not in screen
+    term.quit()
+    assert squash(story_of(term.home)) == squash(committed)
+
+
+def test_kill_9_of_the_worker_while_writing_the_app_restarts_it(term):
+    term.launch()
+    term.wait_ready()
+    reference = stream_then_look(term)
+    [worker] = workers_of(term.home)
+    os.kill(worker, signal.SIGKILL)
+    screen = term.wait_screen(lambda s: "restarting it" in s, 15, "the app to say the worker stopped")
+    assert "signal9);restartingit" in squash(screen)  # the toast: "the model worker stopped (killed by ...)"
+    screen = term.wait_screen(lambda s: "recovered" in s, LOAD_TIMEOUT, "the new worker to recover the draft")
+    assert term.alive() and workers_of(term.home) not in ([], [worker])
+    turns, drafts = stored_turns(term.home)
+    assert [a for a, _ in turns] == ["person", "model", "person", "model"] and drafts == []
+    assert reference in squash("".join(t for _, t in turns))
+    term.wait_screen(lambda s: re.search(r"\b4 turns", status_line(s)), 15, "4 turns")
+    term.keys("Escape")
+    term.set_chars(20)
+    term.type("Kitty")  # writing goes on with the new worker
+    term.wait_status(r"\b6 turns", 30)
     term.quit()
     text = squash(story_of(term.home))
-    assert reference in text
-    assert text.startswith(squash(committed + drafts[0][1]))
-    assert text.endswith(shown_story(screen))
+    assert reference in text and "Kitty" in text
 
 
 def test_escape_stops_the_model(term):

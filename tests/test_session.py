@@ -346,7 +346,7 @@ def test_stop_at_ends_the_turn_at_the_first_sentence_or_paragraph_end(tmp_path, 
 
 
 def test_settings_are_validated(store, loaded):
-    for bad in (dict(top_k=-1), dict(temperature=-1), dict(temperature=11), dict(chars=0), dict(chars=100_001)):
+    for bad in (dict(top_k=-1), dict(temperature=-1), dict(temperature=11), dict(chars=-1), dict(chars=1_000_001)):
         with pytest.raises(UsageError):
             Settings(**bad)
     with pytest.raises(UsageError, match="stop must be one of"):

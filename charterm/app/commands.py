@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from textual.suggester import Suggester
 
 from charterm.errors import UsageError
+from charterm.settings import BY_COMMAND, RULES, STOP_AT
 
 
 @dataclass(frozen=True)
@@ -17,17 +18,10 @@ class Command:
 
 COMMANDS = [
     Command("help", "", "this list of commands and keys"),
-    Command("topk", "N", "sample from the N most likely chars (0 = all)"),
-    Command("temp", "T", "temperature: lower is safer, higher is wilder (0 = always the likeliest)"),
-    Command("chars", "N", "chars the model writes per turn"),
-    Command(
-        "stop",
-        "[none|sentence|paragraph]",
-        "no argument: stop the model now (like Esc); "
-        "with one: also end each turn at the end of a sentence or paragraph",
-        ("none", "sentence", "paragraph"),
+    *(
+        Command(r.command, r.args, r.help, STOP_AT if r.field == "stop_at" else ("off",) if r.field == "seed" else ())
+        for r in RULES
     ),
-    Command("seed", "N|off", "fix the random seed (the same story then gets the same text)", ("off",)),
     Command("undo", "", "drop the last turn (the model's state goes back exactly)"),
     Command("retry", "", "write the model's last turn again"),
     Command("model", "PATH", "switch to another model file (the state is rebuilt from the story)"),
@@ -40,6 +34,7 @@ COMMANDS = [
     Command("quit", "", "save and leave"),
 ]
 BY_NAME = {c.name: c for c in COMMANDS}
+SETTING_COMMANDS = tuple(BY_COMMAND)
 
 KEYS = [
     ("Enter", "add what you typed and let the model continue (empty: just continue)"),
@@ -68,6 +63,28 @@ def parse(line: str) -> tuple[str, str]:
         hint = f" (did you mean /{', /'.join(close)}?)" if close else ""
         raise UsageError(f"unknown command /{name}{hint}; /help lists them")
     return name, rest.strip()
+
+
+def parse_export(arg: str) -> tuple[str, str]:
+    """'/export story.md md' -> ('story.md', 'md'): a path, then an optional format (txt or md)."""
+    parts = arg.split()
+    fmt = "txt"
+    if parts and parts[-1] in ("md", "txt", "--format=md", "--format=txt"):
+        fmt = parts.pop().removeprefix("--format=")
+    if not parts:
+        raise UsageError("/export needs a path: /export story.txt (add md for markdown)")
+    return " ".join(parts), fmt
+
+
+def option_value(args: list[str], name: str) -> str | None:
+    """The value of `--name V` or `--name=V` in an argument list (the last one given), else None."""
+    value = None
+    for i, arg in enumerate(args):
+        if arg == name and i + 1 < len(args):
+            value = args[i + 1]
+        elif arg.startswith(name + "="):
+            value = arg.split("=", 1)[1]
+    return value
 
 
 def unescape(text: str) -> str:

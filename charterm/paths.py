@@ -1,0 +1,29 @@
+"""Where charterm keeps its files: the one place that decides."""
+
+import os
+from pathlib import Path
+
+
+def home() -> Path:
+    """The data dir (stories, models training writes): $CHARTERM_HOME, else the platform's."""
+    env = os.environ.get("CHARTERM_HOME")
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("charterm", appauthor=False))
+
+
+def models_dir() -> Path:
+    """Where a training run started from the app writes its model."""
+    return home() / "models"
+
+
+def cache_dir() -> Path:
+    """$CHARTERM_CACHE, else the platform's user cache dir (both hold only derived data)."""
+    env = os.environ.get("CHARTERM_CACHE")
+    if env:
+        return Path(env)
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("charterm", appauthor=False))

@@ -1,0 +1,206 @@
+"""The messages between the app and its model worker: JSON, one object per line.
+
+The app writes requests to the worker's stdin; each carries an `id` (1, 2, ... per app). The
+worker writes events to its stdout; an event caused by a request names it in `id` (0: the
+worker's own, e.g. a reload after another window changed the story). Every request ends with
+a `Done` carrying its id, after all the events it caused. The first line the worker writes is
+`Hello` with its `PROTOCOL` version; the app refuses any other. No torch, no Textual.
+"""
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from typing import ClassVar
+
+PROTOCOL = 1
+
+
+class ProtocolError(ValueError):
+    """A line that is not a message of this protocol version."""
+
+
+@dataclass(frozen=True)
+class Message:
+    KIND: ClassVar[str] = ""
+    id: int = 0
+
+    def to_line(self) -> str:
+        return json.dumps({"type": self.KIND, **asdict(self)}, ensure_ascii=False) + "\n"
+
+
+KINDS: dict[str, type[Message]] = {}
+
+
+def message(cls):
+    """Register a message class under its KIND."""
+    cls = dataclass(frozen=True)(cls)
+    KINDS[cls.KIND] = cls
+    return cls
+
+
+def decode(line: str) -> Message:
+    try:
+        obj = json.loads(line)
+        cls = KINDS[obj.pop("type")]
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in obj.items() if k in names})
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ProtocolError(f"not a charterm worker message: {line[:80]!r} ({e})") from None
+
+
+# --- requests: app -> worker ---------------------------------------------------------------------
+
+
+@message
+class Open(Message):
+    """Open a story (None: the last one, else "untitled") with a model (None: the story's)."""
+
+    KIND: ClassVar[str] = "open"
+    story: str | None = None
+    model: str | None = None
+    precision: str = "int8"
+
+
+@message
+class Write(Message):
+    """Add the person's text (may be empty) as a turn, then let the model continue."""
+
+    KIND: ClassVar[str] = "write"
+    text: str = ""
+
+
+@message
+class Stop(Message):
+    """Stop the model before its next char: every generation a request before this one started."""
+
+    KIND: ClassVar[str] = "stop"
+
+
+@message
+class Undo(Message):
+    KIND: ClassVar[str] = "undo"
+
+
+@message
+class Retry(Message):
+    """Write the model's last turn again."""
+
+    KIND: ClassVar[str] = "retry"
+
+
+@message
+class SetSetting(Message):
+    """A setting as typed (`field` of charterm.settings.RULES); the worker checks it again."""
+
+    KIND: ClassVar[str] = "set"
+    field: str = ""
+    value: str = ""
+
+
+@message
+class SwitchModel(Message):
+    KIND: ClassVar[str] = "model"
+    path: str = ""
+
+
+@message
+class ListStories(Message):
+    KIND: ClassVar[str] = "list"
+
+
+@message
+class Export(Message):
+    KIND: ClassVar[str] = "export"
+    path: str = ""
+    format: str = "txt"
+
+
+@message
+class Quit(Message):
+    """Stop, commit what was shown, close the store and exit."""
+
+    KIND: ClassVar[str] = "quit"
+
+
+# --- events: worker -> app -----------------------------------------------------------------------
+
+
+@message
+class Hello(Message):
+    KIND: ClassVar[str] = "hello"
+    protocol: int = PROTOCOL
+    pid: int = 0
+
+
+@message
+class Snapshot(Message):
+    """What the title and side pane show: the story, its settings and the model card."""
+
+    KIND: ClassVar[str] = "snapshot"
+    story: str = ""
+    turns: int = 0
+    chars: int = 0
+    settings: dict = field(default_factory=dict)
+    card: dict = field(default_factory=dict)
+
+
+@message
+class Reset(Message):
+    """The whole story as (author, text) runs: after opening, a reload, undo or retry."""
+
+    KIND: ClassVar[str] = "reset"
+    runs: list = field(default_factory=list)
+
+
+@message
+class Appended(Message):
+    """Text added at the end of the story (the person's turn, or chars the model just wrote)."""
+
+    KIND: ClassVar[str] = "appended"
+    author: str = "model"
+    text: str = ""
+
+
+@message
+class Generating(Message):
+    """The model starts a turn."""
+
+    KIND: ClassVar[str] = "generating"
+
+
+@message
+class Committed(Message):
+    """A turn is saved; the story now has `turns` turns and `chars` chars."""
+
+    KIND: ClassVar[str] = "committed"
+    author: str = "model"
+    length: int = 0
+    turns: int = 0
+    chars: int = 0
+
+
+@message
+class Notice(Message):
+    KIND: ClassVar[str] = "notice"
+    text: str = ""
+    severity: str = "information"
+
+
+@message
+class Error(Message):
+    """A request failed; `text` is one line for the person."""
+
+    KIND: ClassVar[str] = "error"
+    text: str = ""
+
+
+@message
+class Stories(Message):
+    KIND: ClassVar[str] = "stories"
+    stories: list = field(default_factory=list)  # {"name", "turns", "chars"} each
+
+
+@message
+class Done(Message):
+    """The request `id` has ended (every event it caused came before this)."""
+
+    KIND: ClassVar[str] = "done"

@@ -1,0 +1,312 @@
+"""The model worker: the process that owns the model, the story session and the store.
+
+The app starts it (`python -m charterm.worker`) and speaks `charterm.protocol` with it over
+stdin and stdout. Requests run one at a time on the main thread; a reader thread takes them
+off stdin, so a `Stop` reaches a running generation before its next char. When stdin closes
+(the app quit, was killed, or its SSH link dropped) or on SIGTERM/SIGHUP, the worker stops the
+model, commits what it wrote and exits. Only the person's story is ever written to disk.
+"""
+
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import BinaryIO
+
+from charterm import protocol as p
+from charterm.errors import CharTermError, UsageError
+
+SEND_EVERY = 1 / 60  # seconds: generated chars are sent in batches at most this often
+SYNC_EVERY = 2.0  # seconds idle between checks for a change made in another window
+
+
+class Outbox:
+    """Events to the app, one line each, from any thread. A closed pipe means the app is gone:
+    then `on_broken` runs once."""
+
+    def __init__(self, out: BinaryIO, on_broken=lambda: None):
+        self.out = out
+        self.on_broken = on_broken
+        self.lock = threading.Lock()
+        self.broken = False
+
+    def send(self, msg: p.Message) -> None:
+        with self.lock:
+            if self.broken:
+                return
+            try:
+                self.out.write(msg.to_line().encode())
+                self.out.flush()
+            except (BrokenPipeError, OSError, ValueError):
+                self.broken = True
+        if self.broken and self.on_broken is not None:
+            on_broken, self.on_broken = self.on_broken, None
+            on_broken()
+
+
+class Worker:
+    def __init__(self, inp: BinaryIO, out: BinaryIO):
+        self.inp = inp
+        self.outbox = Outbox(out, on_broken=self.shutdown)
+        self.requests: queue.Queue[p.Message | None] = queue.Queue()
+        self.store = None
+        self.session = None
+        self.precision = "int8"
+        self._lock = threading.RLock()  # guards the running continuation and the stop mark (RLock: signals)
+        self._running = None  # (request id, Continuation) of the generation in progress
+        self._stop_before = 0  # generations for requests below this id are stopped
+
+    # --- the reader thread ------------------------------------------------------------------------
+
+    def read_requests(self) -> None:
+        while line := self.inp.readline():
+            try:
+                msg = p.decode(line.decode("utf-8", "replace"))
+            except p.ProtocolError as e:
+                self.outbox.send(p.Error(text=str(e)))
+                continue
+            if isinstance(msg, p.Stop | p.Quit):
+                self.stop(msg.id)
+            if isinstance(msg, p.Stop):
+                self.outbox.send(p.Done(id=msg.id))
+            else:
+                self.requests.put(msg)
+        self.shutdown()
+
+    def stop(self, before: int) -> None:
+        """Stop the generation of any request before `before` (running now or started later)."""
+        with self._lock:
+            self._stop_before = max(self._stop_before, before)
+            if self._running is not None and self._running[0] < before:
+                self._running[1].stop()
+
+    def shutdown(self, *_signal) -> None:
+        """The app is gone (or asked us to go): stop the model; the main loop commits and exits."""
+        self.stop(1 << 62)
+        self.requests.put(None)
+
+    # --- the main loop -------------------------------------------------------------------------------
+
+    def serve(self) -> int:
+        self.outbox.send(p.Hello(pid=os.getpid()))
+        threading.Thread(target=self.read_requests, name="charterm-requests", daemon=True).start()
+        while True:
+            try:
+                msg = self.requests.get(timeout=SYNC_EVERY)
+            except queue.Empty:
+                self.run(0, self.check_for_changes)
+                continue
+            if msg is None or isinstance(msg, p.Quit):
+                break
+            self.run(msg.id, lambda m=msg: HANDLERS[type(m)](self, m))
+            self.outbox.send(p.Done(id=msg.id))
+        if self.store is not None:
+            self.store.close()
+        return 0
+
+    def run(self, rid: int, task) -> None:
+        """Run one request's work; errors become one-line `Error` events, never a dead worker."""
+        reloads = self.session.reloads if self.session else 0
+        try:
+            task()
+        except CharTermError as e:
+            self.outbox.send(p.Error(id=rid, text=str(e)))
+        except Exception as e:  # a bug must not take the story down with it
+            traceback.print_exc(file=sys.stderr)
+            self.outbox.send(p.Error(id=rid, text=f"{type(e).__name__}: {e}"))
+        s = self.session
+        if s is not None:
+            if s.reloads != reloads:  # another window's turns came in meanwhile
+                self.send_story(rid)
+            while s.notices:
+                self.outbox.send(p.Notice(id=rid, text=s.notices.pop(0), severity="warning"))
+
+    def check_for_changes(self) -> None:
+        if self.session is not None:
+            self.session.sync()
+
+    # --- what the app is told ----------------------------------------------------------------------
+
+    def send_story(self, rid: int) -> None:
+        self.outbox.send(p.Reset(id=rid, runs=[list(r) for r in self.session.runs()]))
+        self.send_snapshot(rid)
+
+    def send_snapshot(self, rid: int) -> None:
+        from charterm.checkpoint import model_card
+
+        s = self.session
+        self.outbox.send(
+            p.Snapshot(
+                id=rid,
+                story=s.name or "",
+                turns=len(s.turns),
+                chars=sum(len(t.text) for t in s.turns),
+                settings=s.settings.to_dict(),
+                card=model_card(s.loaded),
+            )
+        )
+
+    def send_committed(self, rid: int, turn) -> None:
+        s = self.session
+        chars = sum(len(t.text) for t in s.turns)
+        committed = p.Committed(id=rid, author=turn.author, length=len(turn.text), turns=len(s.turns), chars=chars)
+        self.outbox.send(committed)
+
+    def notice(self, rid: int, text: str) -> None:
+        self.outbox.send(p.Notice(id=rid, text=text))
+
+    # --- requests ------------------------------------------------------------------------------------
+
+    def open(self, msg: p.Open) -> None:
+        from charterm.checkpoint import load_model
+        from charterm.session import Session, model_path_for
+        from charterm.store import Store, check_name
+
+        if self.store is None:
+            self.store = Store()
+        self.precision = msg.precision
+        name = check_name(msg.story or self.store.last_story() or "untitled")
+        story = self.store.load(name)
+        current = self.session.loaded if self.session else None
+        path, notice = model_path_for(story, msg.model, fallback=current.path if current else None)
+        if notice:
+            self.outbox.send(p.Notice(id=msg.id, text=notice, severity="warning"))
+        if not path.is_file():
+            raise CharTermError(f"no model at {path}; train one (/train) or open one with /model PATH")
+        same = current is not None and current.path and Path(current.path).resolve() == path.resolve()
+        loaded = current if same else load_model(path)
+        self.session = Session(loaded, self.store, story or self.store.open(name), precision=self.precision)
+        self.store.set_last_story(name)
+        self.send_story(msg.id)
+
+    def write(self, msg: p.Write) -> None:
+        s = self.need_session()
+        if s.sync():
+            self.send_story(msg.id)
+        if msg.text:
+            self.outbox.send(p.Appended(id=msg.id, author="person", text=msg.text))
+            report = s.feed(msg.text)
+            if report:
+                s.notices.append(f"not in the model's alphabet: {report.describe()}")
+            self.send_committed(msg.id, s.turns[-1])
+        self.generate(msg.id)
+
+    def generate(self, rid: int) -> None:
+        """The model's turn: chars go to the app in batches; the turn is committed at the end."""
+        s = self.need_session()
+        cont = s.continue_(whole_words=True)
+        with self._lock:
+            self._running = (rid, cont)
+            if rid < self._stop_before:
+                cont.stop()
+        try:
+            self.outbox.send(p.Generating(id=rid))
+            batch, sent = [], time.monotonic()
+            for ch in cont:
+                batch.append(ch)
+                if time.monotonic() - sent >= SEND_EVERY:
+                    self.outbox.send(p.Appended(id=rid, text="".join(batch)))
+                    batch, sent = [], time.monotonic()
+            if batch:
+                self.outbox.send(p.Appended(id=rid, text="".join(batch)))
+        finally:
+            with self._lock:
+                self._running = None
+            turn = cont.close()
+        if turn is not None:
+            self.send_committed(rid, turn)
+
+    def undo(self, msg: p.Undo) -> None:
+        turn = self.need_session().undo()
+        self.send_story(msg.id)
+        what = "nothing to undo" if turn is None else f"undid the {turn.author}'s {len(turn.text):,} chars"
+        self.notice(msg.id, what)
+
+    def retry(self, msg: p.Retry) -> None:
+        s = self.need_session()
+        s.sync()
+        if s.turns and s.turns[-1].author == "model":
+            s.undo()
+        self.send_story(msg.id)
+        self.generate(msg.id)
+
+    def set_setting(self, msg: p.SetSetting) -> None:
+        from charterm.settings import parse_setting
+
+        field, value = parse_setting(msg.field, msg.value)
+        self.need_session().update_settings(**{field: value})
+        self.send_snapshot(msg.id)
+
+    def switch_model(self, msg: p.SwitchModel) -> None:
+        from charterm.checkpoint import load_model
+
+        if not msg.path:
+            raise UsageError("/model needs a path: /model models/other.safetensors")
+        loaded = load_model(Path(msg.path).expanduser())
+        s = self.need_session()
+        self.notice(msg.id, f"rebuilding the story's state with {loaded.path.name}...")
+        s.switch_model(loaded)
+        self.send_snapshot(msg.id)
+        self.notice(msg.id, f"now writing with {loaded.path.name}")
+
+    def list_stories(self, msg: p.ListStories) -> None:
+        from charterm.store import Store
+
+        if self.store is None:
+            self.store = Store()
+        rows = [{"name": r.name, "turns": r.turns, "chars": r.chars} for r in self.store.list_stories()]
+        self.outbox.send(p.Stories(id=msg.id, stories=rows))
+
+    def export(self, msg: p.Export) -> None:
+        from charterm.fsutil import atomic_write_bytes
+        from charterm.store import render
+
+        s = self.need_session()
+        if msg.format not in ("txt", "md"):
+            raise UsageError(f"/export: format {msg.format!r}: txt or md")
+        path = Path(msg.path).expanduser()
+        try:
+            atomic_write_bytes(path, render(s.story.name, s.turns, msg.format).encode())
+        except OSError as e:
+            raise CharTermError(f"/export: cannot write {path}: {e.strerror or e}") from None
+        self.notice(msg.id, f"wrote {path}")
+
+    def need_session(self):
+        if self.session is None:
+            raise CharTermError("no story is open: the model did not load (/model PATH, or /story NAME)")
+        return self.session
+
+
+HANDLERS = {
+    p.Open: Worker.open,
+    p.Write: Worker.write,
+    p.Undo: Worker.undo,
+    p.Retry: Worker.retry,
+    p.SetSetting: Worker.set_setting,
+    p.SwitchModel: Worker.switch_model,
+    p.ListStories: Worker.list_stories,
+    p.Export: Worker.export,
+}
+
+
+def main() -> int:
+    """`python -m charterm.worker`: serve the app on stdin/stdout. Stray prints go to stderr, so
+    nothing but protocol lines ever reaches the app."""
+    import torch
+
+    torch.set_num_threads(1)  # one char at a time gains nothing from more; the app keeps a core
+    out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    worker = Worker(sys.stdin.buffer, out)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C belongs to the app
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, worker.shutdown)
+    return worker.serve()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
