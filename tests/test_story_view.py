@@ -6,6 +6,8 @@ import random
 import pytest
 from rich.cells import cell_len
 from textual.app import App, ComposeResult
+from textual.geometry import Size
+from textual.strip import Strip
 
 from charterm.app import story_view
 from charterm.app.story_view import MODEL, PERSON, StoryView
@@ -328,3 +330,43 @@ def test_append_rewraps_only_the_last_logical_line(monkeypatch):
         assert view.scroll_y == view.max_scroll_y
 
     run(check)
+
+
+class Recorder(StoryView):
+    """A StoryView that keeps every row it draws, with the story, width and scroll it drew it at."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.drawn: list[tuple[str, Size, int, int, str]] = []
+
+    def render_line(self, y: int) -> Strip:
+        strip = super().render_line(y)
+        self.drawn.append((self.text, self.scrollable_content_region.size, self.scroll_offset.y, y, strip.text))
+        return strip
+
+
+def rows(text: str, width: int) -> list[str]:
+    """The story's display lines at `width`, as `wrap_spans` lays them out."""
+    return [line.text.rstrip() for part in text.split("\n") for line in story_view.wrap_spans([(MODEL, part)], width)]
+
+
+def test_the_frame_after_a_resize_is_wrapped_to_the_new_width():
+    """The frame drawn right after a resize (before the view's Resize event) shows the end, wrapped anew."""
+
+    async def check(pilot, view):
+        view.set_runs([(MODEL, "\n".join(f"line {i}" for i in range(30)))])
+        await pilot.pause()
+        for size in ((40 + SCROLLBAR, 10), (20 + SCROLLBAR, 8), (40 + SCROLLBAR, 8), (20 + SCROLLBAR, 6)):
+            view.append(" and then a few more words", MODEL)
+            view.drawn.clear()
+            await pilot.resize_terminal(*size)
+            view.append(" well).", MODEL)
+            await pilot.pause()
+            assert view.drawn and view.scroll_y == view.max_scroll_y, size
+            for text, (width, height), scroll_y, y, drawn in view.drawn:
+                expected = rows(text, width)
+                assert scroll_y == max(0, len(expected) - height), (size, width, y)
+                assert drawn.rstrip() == (expected + [""] * height)[scroll_y + y], (size, width, y)
+            assert shown(view)[-1].endswith("well).")
+
+    run(check, view=Recorder())

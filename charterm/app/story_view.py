@@ -177,7 +177,6 @@ class StoryView(ScrollView, can_focus=True):
         self._wrap_width = 0
         """The width `_lines` was wrapped to; 0 until the first layout."""
         self._styles: dict[str, Style] = {}
-        self._width_check_pending = False
         self._following = True  # at the end: appends keep it there
 
     @property
@@ -304,7 +303,6 @@ class StoryView(ScrollView, can_focus=True):
             self._following = round(new_value) >= self.max_scroll_y - 1
 
     def _rewrap_if_width_changed(self) -> None:
-        self._width_check_pending = False
         follow = self._is_following()
         if self._content_width() != self._wrap_width:
             self._rewrap_all()
@@ -326,14 +324,14 @@ class StoryView(ScrollView, can_focus=True):
         return style
 
     def render_line(self, y: int) -> Strip:
+        if self._content_width() != self._wrap_width:
+            # The layout has the new width but the Resize event (if any: a scrollbar may have come or gone) is still
+            # queued: rewrap (and follow the end) before drawing, or this frame shows lines cut at the old width.
+            self._rewrap_if_width_changed()
         scroll_x, scroll_y = self.scroll_offset
         index = scroll_y + y
         width = self.size.width
         base = self.rich_style
-        if self._content_width() != self._wrap_width and not self._width_check_pending:
-            # A scrollbar appeared or went away without a Resize event: rewrap after this frame.
-            self._width_check_pending = True
-            self.call_after_refresh(self._rewrap_if_width_changed)
         if index >= len(self._lines):
             return Strip.blank(width, base)
         strip = Strip([Segment(text, self._style(author)) for author, text in self._lines[index].segments])
