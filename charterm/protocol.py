@@ -27,6 +27,14 @@ class Message:
         return json.dumps({"type": self.KIND, **asdict(self)}, ensure_ascii=False) + "\n"
 
 
+class Request(Message):
+    """App -> worker."""
+
+
+class Event(Message):
+    """Worker -> app."""
+
+
 KINDS: dict[str, type[Message]] = {}
 
 
@@ -51,7 +59,7 @@ def decode(line: str) -> Message:
 
 
 @message
-class Open(Message):
+class Open(Request):
     """Open a story (None: the last one, else "untitled") with a model (None: the story's)."""
 
     KIND: ClassVar[str] = "open"
@@ -61,7 +69,7 @@ class Open(Message):
 
 
 @message
-class Write(Message):
+class Write(Request):
     """Add the person's text (may be empty) as a turn, then let the model continue."""
 
     KIND: ClassVar[str] = "write"
@@ -69,26 +77,28 @@ class Write(Message):
 
 
 @message
-class Stop(Message):
+class Stop(Request):
     """Stop the model before its next char: every generation a request before this one started."""
 
     KIND: ClassVar[str] = "stop"
 
 
 @message
-class Undo(Message):
+class Undo(Request):
+    """Drop the last turn (the state goes back exactly)."""
+
     KIND: ClassVar[str] = "undo"
 
 
 @message
-class Retry(Message):
+class Retry(Request):
     """Write the model's last turn again."""
 
     KIND: ClassVar[str] = "retry"
 
 
 @message
-class SetSetting(Message):
+class SetSetting(Request):
     """A setting as typed (`field` of charterm.settings.RULES); the worker checks it again."""
 
     KIND: ClassVar[str] = "set"
@@ -97,25 +107,31 @@ class SetSetting(Message):
 
 
 @message
-class SwitchModel(Message):
+class SwitchModel(Request):
+    """Write with another model file; the story's state is rebuilt from its text."""
+
     KIND: ClassVar[str] = "model"
     path: str = ""
 
 
 @message
-class ListStories(Message):
+class ListStories(Request):
+    """Which stories there are (answered with `stories`)."""
+
     KIND: ClassVar[str] = "list"
 
 
 @message
-class Export(Message):
+class Export(Request):
+    """Write the story to a file, as text (`txt`) or markdown (`md`)."""
+
     KIND: ClassVar[str] = "export"
     path: str = ""
     format: str = "txt"
 
 
 @message
-class Quit(Message):
+class Quit(Request):
     """Stop, commit what was shown, close the store and exit."""
 
     KIND: ClassVar[str] = "quit"
@@ -125,14 +141,16 @@ class Quit(Message):
 
 
 @message
-class Hello(Message):
+class Hello(Event):
+    """The worker's first line: its protocol version and process id."""
+
     KIND: ClassVar[str] = "hello"
     protocol: int = PROTOCOL
     pid: int = 0
 
 
 @message
-class Snapshot(Message):
+class Snapshot(Event):
     """What the title and side pane show: the story, its settings and the model card."""
 
     KIND: ClassVar[str] = "snapshot"
@@ -144,7 +162,7 @@ class Snapshot(Message):
 
 
 @message
-class Reset(Message):
+class Reset(Event):
     """The whole story as (author, text) runs: after opening, a reload, undo or retry."""
 
     KIND: ClassVar[str] = "reset"
@@ -152,7 +170,7 @@ class Reset(Message):
 
 
 @message
-class Appended(Message):
+class Appended(Event):
     """Text added at the end of the story (the person's turn, or chars the model just wrote)."""
 
     KIND: ClassVar[str] = "appended"
@@ -161,14 +179,14 @@ class Appended(Message):
 
 
 @message
-class Generating(Message):
+class Generating(Event):
     """The model starts a turn."""
 
     KIND: ClassVar[str] = "generating"
 
 
 @message
-class Committed(Message):
+class Committed(Event):
     """A turn is saved; the story now has `turns` turns and `chars` chars."""
 
     KIND: ClassVar[str] = "committed"
@@ -179,14 +197,16 @@ class Committed(Message):
 
 
 @message
-class Notice(Message):
+class Notice(Event):
+    """Something to tell the person (a reload, a recovered draft); `severity` as Textual's."""
+
     KIND: ClassVar[str] = "notice"
     text: str = ""
     severity: str = "information"
 
 
 @message
-class Error(Message):
+class Error(Event):
     """A request failed; `text` is one line for the person."""
 
     KIND: ClassVar[str] = "error"
@@ -194,13 +214,27 @@ class Error(Message):
 
 
 @message
-class Stories(Message):
+class Stories(Event):
+    """The stories there are: `name`, `turns`, `chars` each."""
+
     KIND: ClassVar[str] = "stories"
-    stories: list = field(default_factory=list)  # {"name", "turns", "chars"} each
+    stories: list = field(default_factory=list)
 
 
 @message
-class Done(Message):
+class Done(Event):
     """The request `id` has ended (every event it caused came before this)."""
 
     KIND: ClassVar[str] = "done"
+
+
+def table() -> str:
+    """Every message as a Markdown table (the README's copy is checked against it)."""
+    rows = ["| message | way | fields (besides `id`) | what it is |", "|---|---|---|---|"]
+    for kind, cls in KINDS.items():
+        names = ", ".join(f"`{f.name}`" for f in fields(cls) if f.name != "id") or "none"
+        way = "app -> worker" if issubclass(cls, Request) else "worker -> app"
+        doc = " ".join((cls.__doc__ or "").split())
+        rows.append(f"| `{kind}` | {way} | {names} | {doc} |")
+    return "\n".join(rows) + "\n"
+

@@ -126,8 +126,16 @@ class Worker:
                 self.outbox.send(p.Notice(id=rid, text=s.notices.pop(0), severity="warning"))
 
     def check_for_changes(self) -> None:
-        if self.session is not None:
+        """Another window (or `charterm generate --story`) may have written to the story."""
+        from charterm.store import StoryChanged
+
+        if self.session is None:
+            return
+        try:
             self.session.sync()
+        except StoryChanged as e:  # deleted elsewhere: say so once, then wait for /story
+            self.session = None
+            raise CharTermError(f"{e}; /story NAME opens another") from None
 
     # --- what the app is told ----------------------------------------------------------------------
 

@@ -220,3 +220,11 @@ def test_generate_a_new_story_and_the_app_start_alike(home, tiny_model):
     finally:
         d.client.close()
     assert written[:150] == story.stdout  # the app's turn then runs on to the end of its word
+
+
+def test_the_readme_lists_every_message_of_the_protocol():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    assert p.table() in readme
+    assert f"(protocol version {p.PROTOCOL}," in readme
