@@ -96,6 +96,10 @@ def root(
         raise CharTermError(f"{model}: no such model file")
     from charterm.worker_client import start_worker
 
+    # Textual waits this long after a lone Esc byte for the rest of a key sequence (100 ms unless
+    # set); Esc is the stop key, and terminals send a sequence's bytes together
+    os.environ.setdefault("ESCDELAY", "25")
+
     # started first: the worker imports torch and loads the model while this process imports Textual
     client = start_worker(story, str(model) if model else None)
     from charterm.app.app import CharTermApp
@@ -182,6 +186,10 @@ def train(
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run saved beside --out.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing model at --out.")] = False,
     progress: Annotated[Progress, typer.Option(help="rich bar, jsonl events on stdout, or none.")] = Progress.auto,
+    baseline: Annotated[
+        Path | None,
+        typer.Option(help="Score this model on the validation text first; each checkpoint event carries its loss."),
+    ] = None,
 ) -> None:
     """Train a char model; keeps the best-validation model at --out and a resume state beside it.
 
@@ -206,6 +214,8 @@ def train(
         mode = "rich" if sys.stderr.isatty() else "none"
 
     from charterm import distributed
+    from charterm import train_events as te
+    from charterm.train_views import JsonlTrainView, QuietTrainView, RichTrainView
     from charterm.training import StopFlag, run_training
 
     ranks, cfg.device = distributed.start(cfg.device)
@@ -234,11 +244,12 @@ def train(
             stop=stop,
             command=command,
             ranks=ranks,
+            baseline=baseline,
         )
     except CharTermError as e:
         renderer.close()
         if mode == "jsonl":
-            print(json.dumps({"event": "error", "time": round(time.time(), 3), "message": str(e)}), flush=True)
+            print(te.Error(message=str(e)).to_json(), flush=True)
         raise
     finally:
         distributed.stop(ranks)
@@ -293,105 +304,6 @@ def _check_train_config(cfg) -> None:
         raise UsageError(f"--max-vocab must be 0 (all chars) or at least 2 (got {cfg.max_vocab})")
     if cfg.eval_chars < 0:
         raise UsageError(f"--eval-chars must be 0 (all) or more (got {cfg.eval_chars})")
-
-
-class JsonlTrainView:
-    """One JSON object per line on stdout, flushed: the app's child-process protocol."""
-
-    def __call__(self, event) -> None:
-        print(event.to_json(), flush=True)
-
-    def close(self) -> None:
-        pass
-
-
-class QuietTrainView:
-    def __call__(self, event) -> None:
-        d = event.data
-        if event.event == "start":
-            _print_start(d)
-        elif event.event == "data":
-            print(f"charterm: {d['message']}", file=sys.stderr, flush=True)
-        elif event.event == "done":
-            print(
-                f"charterm: best val loss {d['best_val_loss']:.4f} at {d['out']} ({d['step']} steps, "
-                f"{d['elapsed']:.0f} s)",
-                file=sys.stderr,
-            )
-
-    def close(self) -> None:
-        pass
-
-
-def _print_start(d: dict) -> None:
-    c = d["config"]
-    print(
-        f"charterm: {c['cell']} {c['hidden']}x{c['layers']}, {d['params']:,} parameters; text {d['chars']:,} chars "
-        f"({d['train_chars']:,} train / {d['val_chars']:,} val), vocabulary {d['vocab_size']}; "
-        f"device {d['device']}"
-        + (f" x {d['processes']} processes" if d.get("processes", 1) > 1 else "")
-        + (f"; resuming at step {d['step']}" if d["resumed"] else ""),
-        file=sys.stderr,
-        flush=True,
-    )
-
-
-class RichTrainView:
-    """A progress bar with epoch, step, losses, chars/s and ETA; evaluations print above it."""
-
-    def __init__(self):
-        from rich.console import Console
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-        self.console = Console(stderr=True)
-        self.progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TextColumn("{task.fields[stats]}"),
-            TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
-            console=self.console,
-            transient=False,
-        )
-        self.task = None
-        self.val = float("nan")
-
-    def __call__(self, event) -> None:
-        d = event.data
-        if event.event == "start":
-            _print_start(d)
-            self.epochs = d["epochs"]
-            self.total = d["total_steps"]
-            self.progress.start()
-            self.task = self.progress.add_task("starting", total=1000, stats="")
-        elif event.event == "step":
-            self.progress.update(
-                self.task,
-                completed=int(1000 * d["progress"]),
-                description=f"epoch {d['epoch']:.2f}/{self.epochs} step {d['step']}",
-                stats=f"loss {d['loss']:.3f} val {self.val:.3f} {d['chars_per_sec']:,.0f} chars/s",
-            )
-        elif event.event == "data":
-            self.progress.console.print(f"charterm: {d['message']}", highlight=False)
-        elif event.event == "eval":
-            self.val = d["val_loss"]
-            mark = " (best)" if d["improved"] else ""
-            self.progress.console.print(
-                f"step {d['step']}: train {d['train_loss']:.4f}  val {d['val_loss']:.4f}{mark}", highlight=False
-            )
-        elif event.event == "done":
-            self.close()
-            print(
-                f"charterm: best val loss {d['best_val_loss']:.4f} at {d['out']} ({d['step']} steps, "
-                f"{d['elapsed']:.0f} s)",
-                file=sys.stderr,
-            )
-
-    def close(self) -> None:
-        if self.task is not None:
-            self.progress.stop()
-            self.task = None
 
 
 # --- generate ----------------------------------------------------------------------------------

@@ -5,7 +5,6 @@ process group) and a lower CPU priority, so the app that started it stays respon
 POSIX only. Imports neither textual, typer nor torch.
 """
 
-import json
 import os
 import shlex
 import signal
@@ -16,6 +15,7 @@ import traceback
 from collections import deque
 from collections.abc import Callable
 
+from charterm import train_events as te
 from charterm.errors import UsageError
 
 APP_OPTIONS = ("--progress",)  # options the app sets itself; refused in what a person types
@@ -35,23 +35,13 @@ def parse_train_args(line: str) -> list[str]:
     return args
 
 
-def parse_line(line: str) -> dict:
-    """One stdout line as an event; anything that is not a JSON event object becomes a log event."""
-    try:
-        obj = json.loads(line)
-    except ValueError:
-        obj = None
-    if isinstance(obj, dict) and isinstance(obj.get("event"), str):
-        return obj
-    return {"event": "log", "message": line}
-
-
 class TrainingJob:
     """Runs `charterm train ARGS --progress jsonl` (or `argv + args`) in the background.
 
-    `on_event` is called on a reader thread with each event dict, in order, then exactly once with
-    {"event": "exit", "returncode", "stderr" (its last lines), "cancelled"}; a Textual app should
-    forward them with `app.call_from_thread`. `env` adds to (does not replace) os.environ.
+    `on_event` is called on a reader thread with each `charterm.train_events` event, in
+    order (a line that is not one is a `Log`), then exactly once with an `Exit` (`returncode`,
+    `stderr`: its last lines, `cancelled`); a Textual app should post them as messages.
+    `env` adds to (does not replace) os.environ.
     """
 
     def __init__(
@@ -114,11 +104,11 @@ class TrainingJob:
     def _read_stdout(self, err: threading.Thread) -> None:
         for line in self._proc.stdout:
             if line.strip():
-                self._emit(parse_line(line.rstrip("\n")))
+                self._emit(te.parse(line.rstrip("\n")))
         err.join()
         self._returncode = self._proc.wait()
         stderr = "\n".join(self._stderr)
-        self._emit({"event": "exit", "returncode": self._returncode, "stderr": stderr, "cancelled": self.cancelled})
+        self._emit(te.Exit(returncode=self._returncode, stderr=stderr, cancelled=self.cancelled))
         self._finished.set()
 
     def _emit(self, event: dict) -> None:

@@ -1,16 +1,15 @@
 """The training loop: Adam, cross-entropy, clipping, truncated BPTT, periodic validation.
 
-Everything a front-end needs arrives as `TrainingEvent`s; `run_training` never prints.
+Everything a front-end needs arrives as `charterm.train_events`; `run_training` never prints.
 The best-validation model goes to `out` and a resume state beside it, both written atomically.
 """
 
 import ctypes
-import json
 import math
 import os
 import platform
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from charterm import __version__
+from charterm import train_events as te
 from charterm.checkpoint import save_model, weights_fingerprint
 from charterm.config import ModelConfig, TrainConfig
 from charterm.corpus import Corpus, open_corpus
@@ -34,6 +34,7 @@ RESUME_FORMAT = "charterm-resume/1"
 # doubled its training time). Evaluation never changes the training trajectory.
 FIRST_EVAL_SECONDS = 10.0
 EVAL_SHARE = 0.05
+BASELINE_CHARS = 50_000  # validation chars a --baseline model and each checkpoint are compared on
 # Options that may differ on --resume; everything else must match the saved run.
 RESUMABLE_OVERRIDES = {
     "epochs",
@@ -46,17 +47,6 @@ RESUMABLE_OVERRIDES = {
     "out",
     "encoding",
 }
-
-
-@dataclass
-class TrainingEvent:
-    """One thing that happened in training. `event` is start|step|eval|checkpoint|done|error."""
-
-    event: str
-    data: dict = field(default_factory=dict)
-
-    def to_json(self) -> str:
-        return json.dumps({"event": self.event, "time": round(time.time(), 3), **self.data})
 
 
 @dataclass
@@ -169,9 +159,11 @@ def run_training(
     stop: StopFlag | None = None,
     command: str = "",
     ranks: Ranks | None = None,
+    baseline: str | os.PathLike | None = None,
 ) -> TrainResult:
     """Train per `cfg`. Under torchrun pass the `Ranks` from `distributed.start`: every rank
-    calls this, rank 0 alone writes files and sends events."""
+    calls this, rank 0 alone writes files and sends events. `baseline`: a model file to score
+    on the validation text first, so each checkpoint can be compared with it."""
     stop = stop if stop is not None else StopFlag()
     ranks = ranks or Ranks()
     explicit = explicit or set()
@@ -182,6 +174,7 @@ def run_training(
         raise CharTermError(f"training text {data_path} not found{hint}; or pass --data PATH")
     out = Path(cfg.out or f"models/{data_path.stem}.safetensors")
     rpath = resume_path_for(out)
+    baseline_model = _load_baseline(baseline) if baseline and ranks.is_main else None
 
     saved = None
     if resume:
@@ -266,26 +259,30 @@ def run_training(
     next_eval_at = FIRST_EVAL_SECONDS + elapsed  # for the automatic cadence (eval_every == 0)
     last_eval_seconds = 0.0
     chars_per_step = rows * cfg.seq_length
+    baseline_windows = max(1, math.ceil(BASELINE_CHARS / (cfg.batch_size * cfg.seq_length)))
+    baseline_val = None
+    if baseline_model is not None:
+        emit(te.Data(message=f"scoring {Path(baseline).name} on {BASELINE_CHARS:,} chars of the validation text"))
+        baseline_val = baseline_loss(baseline_model, vocab, val_ids, cfg, baseline_windows)
     emit(
-        TrainingEvent(
-            "start",
-            {
-                "params": model.n_params,
-                "chars": len(corpus),
-                "train_chars": len(train_ids),
-                "val_chars": len(val_ids),
-                "vocab_size": len(vocab),
-                "steps_per_epoch": n_windows,
-                "total_steps": total_steps,
-                "epochs": cfg.epochs,
-                "step": step,
-                "device": str(device),
-                "processes": ranks.world,
-                "out": str(out),
-                "resumed": saved is not None,
-                "max_time": cfg.max_time,
-                "config": cfg.to_dict(),
-            },
+        te.Start(
+            params=model.n_params,
+            chars=len(corpus),
+            train_chars=len(train_ids),
+            val_chars=len(val_ids),
+            vocab_size=len(vocab),
+            steps_per_epoch=n_windows,
+            total_steps=total_steps,
+            epochs=cfg.epochs,
+            step=step,
+            device=str(device),
+            processes=ranks.world,
+            out=str(out),
+            resumed=saved is not None,
+            max_time=cfg.max_time,
+            config=cfg.to_dict(),
+            baseline=str(baseline) if baseline else None,
+            baseline_val_loss=baseline_val,
         )
     )
 
@@ -363,17 +360,14 @@ def run_training(
         next_eval_at = time.monotonic() - started + max(FIRST_EVAL_SECONDS, spent * (1 - EVAL_SHARE) / EVAL_SHARE)
         improved = val < best_val
         emit(
-            TrainingEvent(
-                "eval",
-                {
-                    "step": step,
-                    "epoch": epoch + win / n_windows,
-                    "val_loss": val,
-                    "train_loss": train_loss,
-                    "best_val_loss": min(val, best_val),
-                    "improved": improved,
-                    "seconds": round(spent, 3),
-                },
+            te.Eval(
+                step=step,
+                epoch=epoch + win / n_windows,
+                val_loss=val,
+                train_loss=train_loss,
+                best_val_loss=min(val, best_val),
+                improved=improved,
+                seconds=round(spent, 3),
             )
         )
         ranks.barrier()
@@ -390,7 +384,15 @@ def run_training(
                     "created": datetime.now(UTC).isoformat(timespec="seconds"),
                 }
                 save_model(out, model, vocab, info)
-            emit(TrainingEvent("checkpoint", {"step": step, "val_loss": val, "path": str(out)}))
+            mine = None
+            if baseline_val is not None:  # this model on the chars the baseline was scored on
+                mine, _ = evaluate(model, val_ids, cfg.batch_size, cfg.seq_length, max_windows=baseline_windows)
+                model.train()
+            emit(
+                te.Checkpoint(
+                    step=step, val_loss=val, path=str(out), baseline_val_loss=baseline_val, compared_val_loss=mine
+                )
+            )
         save_resume()
 
     model.train()
@@ -437,18 +439,15 @@ def run_training(
             if now - last_step_event >= 0.1 or step == 1:
                 rate = chars_window / max(1e-9, now - t_window)
                 emit(
-                    TrainingEvent(
-                        "step",
-                        {
-                            "step": step,
-                            "total_steps": total_steps,
-                            "epoch": epoch + win / n_windows,
-                            "loss": train_loss,
-                            "lr": lr,
-                            "chars_per_sec": round(rate, 1),
-                            "elapsed": round(now - started, 2),
-                            "progress": round(min(1.0, progress()), 5),
-                        },
+                    te.Step(
+                        step=step,
+                        total_steps=total_steps,
+                        epoch=epoch + win / n_windows,
+                        loss=train_loss,
+                        lr=lr,
+                        chars_per_sec=round(rate, 1),
+                        elapsed=round(now - started, 2),
+                        progress=round(min(1.0, progress()), 5),
                     )
                 )
                 last_step_event = now
@@ -471,18 +470,19 @@ def run_training(
     if interrupted:
         stop.set(stop.reason or "interrupted")
         save_resume()
-    done = {
-        "step": step,
-        "epoch": epoch + win / n_windows,
-        "best_val_loss": best_val,
-        "reason": stop.reason if interrupted else "finished",
-        "elapsed": round(time.monotonic() - started, 2),
-        "out": str(out),
-        "resume": str(rpath),
-    }
-    if ranks.world > 1:
-        done["rank_fingerprints"] = ranks.gather(weights_fingerprint(model))
-    emit(TrainingEvent("done", done))
+    fingerprints = ranks.gather(weights_fingerprint(model)) if ranks.world > 1 else []
+    emit(
+        te.Done(
+            step=step,
+            epoch=epoch + win / n_windows,
+            best_val_loss=best_val,
+            reason=stop.reason if interrupted else "finished",
+            elapsed=round(time.monotonic() - started, 2),
+            out=str(out),
+            resume=str(rpath),
+            rank_fingerprints=fingerprints,
+        )
+    )
     return TrainResult(out, rpath, step, best_val, interrupted)
 
 
@@ -495,6 +495,32 @@ LINEAGE_KEYS = (
 def _lineage(info: dict) -> dict:
     """How an --init-from model was made (and what it came from), for the new model's metadata."""
     return {k: info[k] for k in LINEAGE_KEYS if k in info}
+
+
+def _load_baseline(path):
+    from charterm.checkpoint import load_model
+
+    if not Path(path).is_file():
+        raise UsageError(f"--baseline {path}: no such model file")
+    return load_model(Path(path))
+
+
+def baseline_loss(loaded, vocab: Vocabulary, val_ids, cfg: TrainConfig, max_windows: int) -> float | None:
+    """Another model's loss on the first `max_windows` windows of this run's validation rows
+    (the chars each checkpoint is also scored on for the comparison): the same ids when the
+    vocabularies match, else the text folded onto the model's vocabulary. None if too little
+    of the text is left to score."""
+    import numpy as np
+
+    ids = val_ids
+    if loaded.vocab != vocab:
+        text = "".join(np.asarray(vocab.chars, dtype=object)[np.asarray(val_ids)])
+        folded, _ = loaded.vocab.fold(text)
+        ids = np.fromiter((loaded.vocab.index[c] for c in folded), dtype=np.int64, count=len(folded))
+    if len(ids) < cfg.batch_size * (cfg.seq_length + 1):
+        return None
+    val, n = evaluate(loaded.model, ids, cfg.batch_size, cfg.seq_length, max_windows=max_windows)
+    return val if n and math.isfinite(val) else None
 
 
 def _start_from(cfg: TrainConfig, explicit: set[str]):
@@ -528,8 +554,8 @@ def _open_corpus_once(
             cfg.separator,
             cfg.max_vocab,
             vocab=vocab,
-            on_status=lambda s: emit(TrainingEvent("data", {"message": s})),
-            on_fold=lambda r: emit(TrainingEvent("data", {"message": f"{data_path}: {r.describe()}"})),
+            on_status=lambda s: emit(te.Data(message=s)),
+            on_fold=lambda r: emit(te.Data(message=f"{data_path}: {r.describe()}")),
         )
         if saved is not None:
             old = Vocabulary(saved["vocab"], saved.get("unknown"))

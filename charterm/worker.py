@@ -20,7 +20,7 @@ from typing import BinaryIO
 from charterm import protocol as p
 from charterm.errors import CharTermError, UsageError
 
-SEND_EVERY = 1 / 60  # seconds: generated chars are sent in batches at most this often
+SEND_EVERY = 1 / 30  # seconds: generated chars are sent in batches at most this often (a frame each)
 SYNC_EVERY = 2.0  # seconds idle between checks for a change made in another window
 
 

@@ -3,27 +3,30 @@ import signal
 import sys
 import threading
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 from conftest import ROOT
 
+from charterm import train_events as te
 from charterm.errors import UsageError
-from charterm.jobs import TrainingJob, parse_line, parse_train_args
+from charterm.jobs import TrainingJob, parse_train_args
 
 FAKE = [sys.executable, str(Path(__file__).with_name("fake_trainer.py"))]
 
 
 class Recorder:
-    """Collects a job's events (they arrive on its reader thread)."""
+    """Collects a job's events (they arrive on its reader thread), as dicts of their fields."""
 
     def __init__(self):
         self.events: list[dict] = []
         self.lock = threading.Lock()
 
-    def __call__(self, event: dict) -> None:
+    def __call__(self, event: te.Event) -> None:
+        assert isinstance(event, te.Event)
         with self.lock:
-            self.events.append(event)
+            self.events.append({"event": event.KIND, **asdict(event)})
 
     def kinds(self) -> list[str]:
         with self.lock:
@@ -63,8 +66,10 @@ def test_non_json_stdout_becomes_a_log_event():
     job, rec = fake_job("--garbage")
     assert job.wait(20) == 0
     assert rec.events[1] == {"event": "log", "message": "this is not JSON {"}
-    assert parse_line("[1, 2]") == {"event": "log", "message": "[1, 2]"}
-    assert parse_line('{"event": "step", "step": 3}') == {"event": "step", "step": 3}
+    assert te.parse("[1, 2]") == te.Log(message="[1, 2]")
+    assert te.parse('{"event": "step", "step": 3}') == te.Log(message='{"event": "step", "step": 3}')  # fields missing
+    step = te.Step(step=3, total_steps=9, epoch=0.3, loss=2.5, lr=0.01, chars_per_sec=10.0, elapsed=1.0, progress=0.3)
+    assert te.parse(step.to_json()) == step
 
 
 def test_failure_carries_stderr_and_the_error_event():

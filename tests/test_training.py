@@ -5,10 +5,12 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 from conftest import TINY
 
+from charterm import train_events as te
 from charterm.checkpoint import load_model
 from charterm.config import TrainConfig
 from charterm.errors import CharTermError, UsageError
@@ -23,14 +25,15 @@ def test_training_learns_and_reports_events(corpus, tmp_path):
     events = []
     out = tmp_path / "m.safetensors"
     result = run_training(cfg_for(corpus, out, eval_every=20), on_event=events.append, command="charterm train x")
-    kinds = [e.event for e in events]
+    kinds = [e.KIND for e in events]
     first = kinds.index("start")
     assert set(kinds[:first]) <= {"data"} and kinds[-1] == "done"  # data: counting, encoding
     assert {"step", "eval", "checkpoint"} <= set(kinds)
-    start = events[first].data
-    assert start["params"] > 0 and start["chars"] == start["train_chars"] + start["val_chars"]
-    evals = [e.data["val_loss"] for e in events if e.event == "eval"]
-    assert evals[-1] < evals[0] < math.log(start["vocab_size"]) + 0.5
+    start = events[first]
+    assert start.params > 0 and start.chars == start.train_chars + start.val_chars
+    assert start.baseline is None and start.baseline_val_loss is None
+    evals = [e.val_loss for e in events if isinstance(e, te.Eval)]
+    assert evals[-1] < evals[0] < math.log(start.vocab_size) + 0.5
     loaded = load_model(out)
     assert loaded.info["val_loss"] == pytest.approx(min(evals))
     assert loaded.info["command"] == "charterm train x"
@@ -49,6 +52,45 @@ def test_events_are_json_lines(corpus, tmp_path):
     for line in lines:
         obj = json.loads(line)
         assert obj["event"] in {"start", "step", "eval", "checkpoint", "done"} and "time" in obj
+
+
+def test_the_baseline_is_scored_on_the_runs_validation_text(corpus, tmp_path, tiny_model):
+    """`--baseline`: the model in use scored as the run scores itself, in the start and every checkpoint."""
+    from charterm.evaluate import evaluate
+    from charterm.text import Vocabulary, read_text, split_train_val
+    from charterm.training import BASELINE_CHARS
+
+    events = []
+    cfg = cfg_for(corpus, tmp_path / "m.safetensors", max_steps=20, eval_every=10)
+    run_training(cfg, on_event=events.append, baseline=tiny_model)
+    start = next(e for e in events if isinstance(e, te.Start))
+    checkpoints = [e for e in events if isinstance(e, te.Checkpoint)]
+    assert start.baseline == str(tiny_model) and checkpoints
+    assert all(c.baseline_val_loss == start.baseline_val_loss for c in checkpoints)
+    assert all(0 < c.compared_val_loss < math.log(60) for c in checkpoints)
+    base = load_model(tiny_model)
+    text = read_text(corpus)
+    vocab = Vocabulary.from_text(text)
+    assert vocab == base.vocab  # the tiny model was trained on this text: the same ids, the same windows
+    _, val_ids = split_train_val(np.array([vocab.index[c] for c in text]), cfg.val_frac)
+    windows = math.ceil(BASELINE_CHARS / (cfg.batch_size * cfg.seq_length))
+    expected, _ = evaluate(base.model, val_ids, cfg.batch_size, cfg.seq_length, max_windows=windows)
+    assert start.baseline_val_loss == pytest.approx(expected, rel=1e-6)
+    assert 0 < start.baseline_val_loss < math.log(len(vocab))
+
+
+def test_a_baseline_that_is_no_model_file_is_a_one_line_error(corpus, tmp_path):
+    from conftest import run_cli
+
+    out = tmp_path / "m.safetensors"
+    r = run_cli("train", "--data", corpus, "--out", out, "--max-steps", "2", "--baseline", tmp_path / "none")
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        f"charterm: error: --baseline {tmp_path / 'none'}: no such model file"
+    ]
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"not a model")
+    r = run_cli("train", "--data", corpus, "--out", out, "--max-steps", "2", "--baseline", junk)
+    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1 and not out.exists()
 
 
 def test_refuses_to_overwrite_without_force(corpus, tmp_path):
@@ -74,7 +116,7 @@ def test_resume_is_exact(corpus, tmp_path):
     stop = StopFlag()
 
     def stop_at_20(e):
-        if e.event == "eval" and e.data["step"] == 20:
+        if isinstance(e, te.Eval) and e.step == 20:
             stop.set()
 
     first = run_training(cfg_for(corpus, b, **kw), on_event=stop_at_20, stop=stop)
@@ -113,9 +155,9 @@ def test_max_time_stops_and_shapes_the_schedule(corpus, tmp_path):
     t0 = time.monotonic()
     run_training(cfg_for(corpus, tmp_path / "m.safetensors", epochs=1000, max_time=2.0), on_event=events.append)
     assert time.monotonic() - t0 < 15
-    steps = [e.data for e in events if e.event == "step"]
-    assert steps[-1]["progress"] > 0.9
-    assert steps[-1]["lr"] < 0.3 * TINY["lr"]  # cosine decayed over the time budget
+    steps = [e for e in events if isinstance(e, te.Step)]
+    assert steps[-1].progress > 0.9
+    assert steps[-1].lr < 0.3 * TINY["lr"]  # cosine decayed over the time budget
 
 
 def test_lr_schedule():

@@ -1,4 +1,5 @@
 import asyncio
+import json
 import sys
 import time
 from pathlib import Path
@@ -7,20 +8,18 @@ from textual.app import App, ComposeResult
 from textual.widgets import ProgressBar, Static
 from textual_plotext import PlotextPlot
 
+from charterm import train_events as te
 from charterm.app.training_pane import MAX_POINTS, TrainingPane
 from charterm.jobs import TrainingJob
 
 FAKE = [sys.executable, str(Path(__file__).with_name("fake_trainer.py"))]
-START = {
-    "event": "start",
-    "params": 1234,
-    "total_steps": 200,
-    "epochs": 2,
-    "step": 0,
-    "device": "cpu",
-    "out": "m.safetensors",
-    "config": {"eval_every": 0},
-}
+START = json.loads(
+    te.Start(
+        params=1234, chars=30_000, train_chars=27_000, val_chars=3_000, vocab_size=60, steps_per_epoch=100,
+        total_steps=200, epochs=2, step=0, resumed=False, device="cpu", processes=1, out="m.safetensors",
+        max_time=0.0, config={"eval_every": 0},
+    ).to_json()
+)  # fmt: skip
 
 
 class Host(App):
@@ -42,6 +41,11 @@ def step(n: int, total: int = 200, loss: float = 2.0) -> dict:
         "elapsed": n / 10,
         "progress": n / total,
     }
+
+
+def feed(pane: TrainingPane, event: dict) -> None:
+    """An event as the job runner delivers it: the JSON line read back."""
+    pane.handle(te.parse(event))
 
 
 def shown(app: App, selector: str) -> str:
@@ -70,11 +74,12 @@ async def wait_until(predicate, timeout: float = 10.0) -> None:
 def test_steps_and_evals_update_status_bar_stats_and_chart():
     async def test(app, pane, pilot):
         assert shown(app, "#status") == "idle"
-        pane.handle(START)
+        feed(pane, START)
         assert shown(app, "#status") == "starting: 1,234 parameters on cpu"
         for n in range(1, 51):
-            pane.handle(step(n, loss=3 - n / 50))
-        pane.handle(
+            feed(pane, step(n, loss=3 - n / 50))
+        feed(
+            pane,
             {
                 "event": "eval",
                 "step": 50,
@@ -84,7 +89,7 @@ def test_steps_and_evals_update_status_bar_stats_and_chart():
                 "best_val_loss": 2.25,
                 "improved": True,
                 "seconds": 0.1,
-            }
+            },
         )
         await pilot.pause()
         assert shown(app, "#status") == "training epoch 1/2 step 50/200"
@@ -95,7 +100,7 @@ def test_steps_and_evals_update_status_bar_stats_and_chart():
         assert pane.val == [(50, 2.25)]
         await wait_until(lambda: pane.redraws >= 1, 2)
         for n in range(51, 101):
-            pane.handle(step(n, loss=1.5))
+            feed(pane, step(n, loss=1.5))
         assert len(pane.train) == 100
         assert shown(app, "#status") == "training epoch 2/2 step 100/200"
 
@@ -104,10 +109,11 @@ def test_steps_and_evals_update_status_bar_stats_and_chart():
 
 def test_done_and_final_step():
     async def test(app, pane, pilot):
-        pane.handle(START)
-        pane.handle(step(200))
+        feed(pane, START)
+        feed(pane, step(200))
         assert shown(app, "#status") == "evaluating at step 200"
-        pane.handle(
+        feed(
+            pane,
             {
                 "event": "done",
                 "step": 200,
@@ -117,9 +123,9 @@ def test_done_and_final_step():
                 "elapsed": 20.0,
                 "out": "models/m.safetensors",
                 "resume": "models/m.resume.pt",
-            }
+            },
         )
-        pane.handle({"event": "exit", "returncode": 0, "stderr": "", "cancelled": False})
+        feed(pane, {"event": "exit", "returncode": 0, "stderr": "", "cancelled": False})
         await pilot.pause()
         assert shown(app, "#status") == "done: best val 1.235 at models/m.safetensors"
         assert app.query_one(ProgressBar).percentage == 1.0
@@ -132,9 +138,9 @@ def test_done_and_final_step():
 
 def test_error_message_is_shown_literally():
     async def test(app, pane, pilot):
-        pane.handle(START)
-        pane.handle({"event": "error", "message": "[b]oops[/b] [red]x"})
-        pane.handle({"event": "exit", "returncode": 1, "stderr": "charterm: error: something else", "cancelled": False})
+        feed(pane, START)
+        feed(pane, {"event": "error", "message": "[b]oops[/b] [red]x"})
+        feed(pane, {"event": "exit", "returncode": 1, "stderr": "charterm: error: something else", "cancelled": False})
         await pilot.pause()
         assert shown(app, "#status") == "failed: [b]oops[/b] [red]x"
 
@@ -145,21 +151,22 @@ def test_exit_without_an_error_event_shows_stderr_or_the_signal():
     async def test(app, pane, pilot):
         pane.reset(starting=True)
         assert shown(app, "#status") == "starting…"
-        pane.handle(
+        feed(
+            pane,
             {
                 "event": "exit",
                 "returncode": 1,
                 "stderr": "Traceback\n  ...\nValueError: bad [i]x[/i]\n\n",
                 "cancelled": False,
-            }
+            },
         )
         assert shown(app, "#status") == "failed: ValueError: bad [i]x[/i]"
         pane.reset()
-        pane.handle({"event": "exit", "returncode": -9, "stderr": "", "cancelled": False})
+        feed(pane, {"event": "exit", "returncode": -9, "stderr": "", "cancelled": False})
         assert shown(app, "#status") == "failed: killed by SIGKILL"
         pane.reset()
-        pane.handle(START)
-        pane.handle({"event": "exit", "returncode": 130, "stderr": "charterm: interrupted", "cancelled": True})
+        feed(pane, START)
+        feed(pane, {"event": "exit", "returncode": 130, "stderr": "charterm: interrupted", "cancelled": True})
         assert shown(app, "#status") == "cancelled"
 
     run(test)
@@ -167,7 +174,7 @@ def test_exit_without_an_error_event_shows_stderr_or_the_signal():
 
 def test_unknown_and_malformed_events_are_ignored():
     async def test(app, pane, pilot):
-        pane.handle(START)
+        feed(pane, START)
         for event in (
             {"event": "mystery"},
             {"no": "event"},
@@ -177,7 +184,7 @@ def test_unknown_and_malformed_events_are_ignored():
             {"event": "__init__"},
             {"event": "log", "message": "hello"},
         ):
-            pane.handle(event)
+            feed(pane, event)
         assert shown(app, "#status") == "starting: 1,234 parameters on cpu"
         assert pane.train == [] and pane.val == []
 
@@ -186,11 +193,11 @@ def test_unknown_and_malformed_events_are_ignored():
 
 def test_a_burst_of_steps_redraws_the_chart_a_few_times_and_keeps_few_points():
     async def test(app, pane, pilot):
-        pane.handle({**START, "total_steps": 10_000})
+        feed(pane, {**START, "total_steps": 10_000})
         await pilot.pause(0.4)
         before = pane.redraws
         for n in range(1, 1001):
-            pane.handle(step(n, total=10_000, loss=3 - n / 1000))
+            feed(pane, step(n, total=10_000, loss=3 - n / 1000))
         await pilot.pause(0.6)
         assert 1 <= pane.redraws - before <= 3
         assert len(pane.train) <= MAX_POINTS and pane.train[0] == (1, 2.999)
@@ -203,8 +210,8 @@ def test_a_burst_of_steps_redraws_the_chart_a_few_times_and_keeps_few_points():
 
 def test_fits_a_side_column_of_an_80x24_terminal():
     async def test(app, pane, pilot):
-        pane.handle(START)
-        pane.handle(step(10))
+        feed(pane, START)
+        feed(pane, step(10))
         await pilot.pause()
         assert pane.size.width == 34
         chart = app.query_one(PlotextPlot)

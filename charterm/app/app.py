@@ -208,6 +208,8 @@ class CharTermApp(App):
         self.pending.discard(ev.id)
         if not self.pending:
             self.writing = False
+            if self.snapshot is not None:
+                self._set_status(f"{self.snapshot.turns} turns, {self.snapshot.chars:,} chars")
 
     @on(WorkerExited)
     def _worker_exited(self, message: WorkerExited) -> None:
@@ -366,6 +368,7 @@ class CharTermApp(App):
     def _checkpoint(self, ev: te.Checkpoint) -> None:
         """A model training wrote: offered only if it beats the model in use on the same text."""
         name = self.card["name"] if self.card else "the model in use"
+        mine = ev.compared_val_loss if ev.compared_val_loss is not None else ev.val_loss
         if self.in_use_score is None:
             self.notify(
                 f"training saved a model (val {ev.val_loss:.4f}); {name} was not scored on its text, "
@@ -374,20 +377,20 @@ class CharTermApp(App):
                 markup=False,
             )
             return
-        if not ev.val_loss < self.in_use_score:
+        if not mine < self.in_use_score:
             self.notify(
-                f"training saved a model with val {ev.val_loss:.4f}, not better than {name} "
+                f"training saved a model with val {mine:.4f}, not better than {name} "
                 f"({self.in_use_score:.4f} on the same text); keeping {name}",
                 timeout=8,
                 markup=False,
             )
             return
-        self.trained_path, self.trained_score = ev.path, ev.val_loss
+        self.trained_path, self.trained_score = ev.path, mine
         if self.follow:
             self.action_load_trained()
         else:
             self.notify(
-                f"training wrote a better model: val {ev.val_loss:.4f} against {self.in_use_score:.4f} "
+                f"training wrote a better model: val {mine:.4f} against {self.in_use_score:.4f} "
                 f"for {name} on the same text; Ctrl+L or /load to switch to it",
                 timeout=8,
                 markup=False,

@@ -177,6 +177,8 @@ class StoryView(ScrollView, can_focus=True):
         self._wrap_width = 0
         """The width `_lines` was wrapped to; 0 until the first layout."""
         self._styles: dict[str, Style] = {}
+        self._strips: dict[tuple[int, int, int], Strip] = {}
+        """Drawn display lines by (index, scroll_x, width): a frame after a scroll redraws every row."""
         self._following = True  # at the end: appends keep it there
 
     @property
@@ -242,6 +244,7 @@ class StoryView(ScrollView, can_focus=True):
         old_start, old_count = self._tail_start, len(self._lines)
         if width:
             del self._lines[self._tail_start :]
+            self._forget_strips(self._tail_start)
         parts = text.split("\n")
         self._extend_tail(author, parts[0])
         for part in parts[1:]:
@@ -284,6 +287,7 @@ class StoryView(ScrollView, can_focus=True):
         """Rebuild every display line at the current content width."""
         width = self._wrap_width = self._content_width()
         self._lines = []
+        self._strips.clear()
         self._tail_start = 0
         for spans in self._logical_lines():
             self._tail = spans
@@ -316,6 +320,14 @@ class StoryView(ScrollView, can_focus=True):
     def notify_style_update(self) -> None:
         super().notify_style_update()
         self._styles.clear()
+        self._strips.clear()
+
+    def _forget_strips(self, start: int) -> None:
+        """Drop the drawn lines from display line `start` on (they are being rewrapped)."""
+        if len(self._strips) > 1024:
+            self._strips.clear()
+        for key in [k for k in self._strips if k[0] >= start]:
+            del self._strips[key]
 
     def _style(self, author: str) -> Style:
         style = self._styles.get(author)
@@ -331,11 +343,15 @@ class StoryView(ScrollView, can_focus=True):
         scroll_x, scroll_y = self.scroll_offset
         index = scroll_y + y
         width = self.size.width
-        base = self.rich_style
+        base = self._styles.get("") or self._styles.setdefault("", self.rich_style)
         if index >= len(self._lines):
             return Strip.blank(width, base)
-        strip = Strip([Segment(text, self._style(author)) for author, text in self._lines[index].segments])
-        return strip.crop_extend(scroll_x, scroll_x + width, base).apply_offsets(scroll_x, index)
+        key = (index, scroll_x, width)
+        strip = self._strips.get(key)
+        if strip is None:
+            strip = Strip([Segment(text, self._style(author)) for author, text in self._lines[index].segments])
+            strip = self._strips[key] = strip.crop_extend(scroll_x, scroll_x + width, base)
+        return strip.apply_offsets(scroll_x, index)
 
     def scroll_to_end(self) -> None:
         """Jump to the end of the story (no animation)."""

@@ -1,6 +1,6 @@
 """The app's training side pane: status line, progress bar, speed and losses, a live loss chart.
 
-It draws the event dicts a `charterm.jobs.TrainingJob` delivers; call `handle` on the app's thread.
+It draws the `charterm.train_events` a `charterm.jobs.TrainingJob` delivers; call `handle` on the app's thread.
 """
 
 import math
@@ -10,6 +10,8 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import ProgressBar, Static
 from textual_plotext import PlotextPlot
+
+from charterm import train_events as te
 
 MAX_POINTS = 500  # train-loss points kept for the chart; halved (every other one) when exceeded
 REDRAW_EVERY = 0.25  # seconds: the chart redraws at most this often, however fast events come
@@ -79,76 +81,74 @@ class TrainingPane(Vertical):
         self._show()
         self._schedule_redraw()
 
-    def handle(self, event: dict) -> None:
-        """Draw one event; unknown or malformed events are ignored, never raised."""
-        kind = event.get("event")
-        handler = getattr(self, f"_on_{kind}", None) if isinstance(kind, str) and kind.isidentifier() else None
+    def handle(self, event: te.Event) -> None:
+        """Draw one event; kinds it does not draw are ignored, bad values never raise."""
+        handler = getattr(self, f"_on_{event.KIND}", None)
         if handler is None:
             return
         try:
             handler(event)
-        except (KeyError, TypeError, ValueError):
+        except (TypeError, ValueError):
             return
         self._show()
 
     # --- events --------------------------------------------------------------------------------
 
-    def _on_start(self, e: dict) -> None:
-        self.total_steps, self.epochs, self.step = int(e["total_steps"]), int(e["epochs"]), int(e.get("step", 0))
-        self.eval_every = int((e.get("config") or {}).get("eval_every", 0))
+    def _on_start(self, e: te.Start) -> None:
+        self.total_steps, self.epochs, self.step = int(e.total_steps), int(e.epochs), int(e.step)
+        self.eval_every = int((e.config or {}).get("eval_every", 0))
         bar = self.query_one(ProgressBar)
         bar.update(total=None)
         bar.update(total=self.total_steps, progress=self.step)
-        self.status = f"starting: {e.get('params', 0):,} parameters on {e.get('device', '?')}"
+        self.status = f"starting: {e.params:,} parameters on {e.device or '?'}"
 
-    def _on_step(self, e: dict) -> None:
-        self.step, self.loss = int(e["step"]), float(e["loss"])
-        self.total_steps = int(e.get("total_steps", self.total_steps))
-        self.chars_per_sec = float(e.get("chars_per_sec", math.nan))
-        epoch = float(e.get("epoch", 0))
+    def _on_step(self, e: te.Step) -> None:
+        self.step, self.loss = int(e.step), float(e.loss)
+        self.total_steps = int(e.total_steps or self.total_steps)
+        self.chars_per_sec = float(e.chars_per_sec)
         # --max-time runs report progress by time: show whichever is further
         self.query_one(ProgressBar).update(
-            total=self.total_steps, progress=max(self.step, float(e.get("progress", 0)) * self.total_steps)
+            total=self.total_steps, progress=max(self.step, float(e.progress) * self.total_steps)
         )
         self._add_train_point(self.step, self.loss)
         if self.step >= self.total_steps or (self.eval_every and self.step % self.eval_every == 0):
             self.status = f"evaluating at step {self.step}"
         else:
-            self.status = self._training_status(epoch)
+            self.status = self._training_status(float(e.epoch))
 
-    def _on_eval(self, e: dict) -> None:
-        self.val_loss, self.best_val_loss = float(e["val_loss"]), float(e["best_val_loss"])
+    def _on_eval(self, e: te.Eval) -> None:
+        self.val_loss, self.best_val_loss = float(e.val_loss), float(e.best_val_loss)
         if math.isfinite(self.val_loss):
-            self.val.append((int(e["step"]), self.val_loss))
-        self.status = self._training_status(float(e.get("epoch", 0)))
+            self.val.append((int(e.step), self.val_loss))
+        self.status = self._training_status(float(e.epoch))
         self._schedule_redraw()
 
-    def _on_done(self, e: dict) -> None:
-        self.step = int(e["step"])
-        self.best_val_loss = float(e["best_val_loss"])
-        if e.get("reason") == "finished":
+    def _on_done(self, e: te.Done) -> None:
+        self.step = int(e.step)
+        self.best_val_loss = float(e.best_val_loss)
+        if e.reason == "finished":
             self.outcome = "done"
-            self.status = f"done: best val {_loss(self.best_val_loss)} at {e['out']}"
+            self.status = f"done: best val {_loss(self.best_val_loss)} at {e.out}"
             self.query_one(ProgressBar).update(progress=self.total_steps)
         else:
             self.outcome = "cancelled"
             self.status = f"cancelled at step {self.step}; resume state saved"
 
-    def _on_error(self, e: dict) -> None:
-        self.error = str(e.get("message") or "unknown error")
+    def _on_error(self, e: te.Error) -> None:
+        self.error = str(e.message or "unknown error")
         self.outcome = "failed"
         self.status = f"failed: {self.error}"
 
-    def _on_exit(self, e: dict) -> None:
-        rc = e.get("returncode")
+    def _on_exit(self, e: te.Exit) -> None:
+        rc = e.returncode
         if rc == 0:
             if self.outcome is None:
                 self.status = "exited without a result"
-        elif rc == 130 or e.get("cancelled"):
+        elif rc == 130 or e.cancelled:
             if self.outcome != "cancelled":
                 self.outcome, self.status = "cancelled", "cancelled"
         elif self.outcome != "failed":
-            lines = [line for line in str(e.get("stderr") or "").splitlines() if line.strip()]
+            lines = [line for line in str(e.stderr or "").splitlines() if line.strip()]
             self.outcome = "failed"
             self.status = f"failed: {lines[-1] if lines else self._describe_exit(rc)}"
 
