@@ -253,13 +253,13 @@ def key_echo(app: TmuxApp, keys: str = ECHO_KEYS, gap: float = 0.2) -> list[floa
     return echoes
 
 
-def esc_stop(app: TmuxApp, quiet: float = 1.0, timeout: float = 10) -> float:
-    """Seconds from send-keys Escape until the story area last changed (still for `quiet` s after)."""
+def esc_stop(app: TmuxApp, key: str = "Escape", quiet: float = 1.0, timeout: float = 10) -> float:
+    """Seconds from send-keys `key` until the story area last changed (still for `quiet` s after)."""
     if not WRITING.search(app.status()):
         raise RuntimeError(f"the model is not writing; status: {app.status()!r}")
     last = app.story(app.screen())
     t0 = time.perf_counter()
-    app.send("Escape")
+    app.send(key)
     changed = t0
     while (now := time.perf_counter()) - changed < quiet and now - t0 < timeout:
         area = app.story(app.screen())
@@ -366,6 +366,8 @@ def idle_round(args, size: tuple[int, int], res: dict, latency: bool) -> None:
             start_long_turn(app)
             res.setdefault("echo", []).extend(key_echo(app))
             res.setdefault("esc", []).append(esc_stop(app))
+            start_long_turn(app)
+            res.setdefault("ctrl+c", []).append(esc_stop(app, "C-c"))
 
 
 def busy_round(args, res: dict) -> None:
@@ -421,7 +423,7 @@ def summary(res: dict) -> list[tuple[str, str, str]]:
     best = {k: (max(v) if k.startswith(("app", "busy", "generate")) else min(v)) for k, v in res.items() if v}
     best = {k: best.get(k, NAN) for k in (*KEYS, "import torch", "generate")}
     gen, idle, torch_s = best["generate"], best["app 80x24"], best["import torch"]
-    echo, esc = res.get("echo") or [NAN], res.get("esc") or [NAN]
+    echo, esc, ctrl_c = res.get("echo") or [NAN], res.get("esc") or [NAN], res.get("ctrl+c") or [NAN]
     rows = [("`charterm generate`", f"{gen:,.0f} chars/s", "")]
     for size in ("80x24", "100x30"):
         app = best[f"app {size}"]
@@ -432,6 +434,7 @@ def summary(res: dict) -> list[tuple[str, str, str]]:
     rows.append(("model ready", f"{best['ready 80x24']:.2f} s (import torch {torch_s:.2f} s)", "<= import torch + 1 s"))
     rows.append(("key echo while writing", latency(echo), "median < 30 ms"))
     rows.append(("Esc to the last char shown", latency(esc), "< 100 ms"))
+    rows.append(("Ctrl+C to the last char shown", latency(ctrl_c), "< 100 ms"))
     return rows
 
 

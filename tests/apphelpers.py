@@ -1,31 +1,45 @@
 """Shared helpers for the app's Pilot and snapshot tests (no tests here)."""
 
 import asyncio
+import os
 import time
 from pathlib import Path
 
 from textual.widgets import Input, Static
 
+from charterm import protocol as p
 from charterm.app import app as app_module
 from charterm.app.app import CharTermApp
 from charterm.app.story_view import StoryView
 from charterm.app.widgets import ModelCard, SettingsPanel
+from charterm.store import Store
+from charterm.worker_client import OPEN_ID
 
 FAKE_TRAINER = Path(__file__).with_name("fake_trainer.py")
 
 
 class RecordingApp(CharTermApp):
-    """The real app, also keeping every notification it makes (toasts expire; this list does not)."""
+    """The real app, also keeping every notification it makes (toasts expire; this list does not).
+    Its worker runs on a thread of the test process unless `in_thread=False` (a real child process)."""
 
     CSS_PATH = str(Path(app_module.__file__).with_name(CharTermApp.CSS_PATH))  # relative paths follow the subclass
 
-    def __init__(self, *args, **kw) -> None:
-        super().__init__(*args, **kw)
+    def __init__(self, *args, in_thread: bool = True, **kw) -> None:
+        super().__init__(*args, in_thread=in_thread, **kw)
         self.notes: list[tuple[str, str, str]] = []  # (severity, message, title)
-        self.tasks_done = 0  # model-thread tasks (the load included) whose TaskDone has been handled
+        self.opens: list[tuple[object, int]] = []  # (client, request id) of every Open the app sent itself
 
-    def on_task_done(self, message) -> None:  # runs beside the app's own TaskDone handler
-        self.tasks_done += 1
+    def _send(self, cls, **fields) -> int:
+        rid = super()._send(cls, **fields)
+        if cls is p.Open:
+            self.opens.append((self.client, rid))
+        return rid
+
+    def opening(self) -> bool:
+        """An Open of the current worker (its first, or a /story) has not ended yet."""
+        if OPEN_ID in self.pending:  # the one every new worker is started with
+            return True
+        return any(client is self.client and rid in self.pending for client, rid in self.opens)
 
     def notify(self, message, *, title="", severity="information", timeout=None, markup=True) -> None:
         self.notes.append((severity, str(message), title))
@@ -48,18 +62,13 @@ async def wait_until(pilot, predicate, timeout: float = 10.0, what: str = "") ->
 
 
 def ready(app: RecordingApp) -> bool:
-    """The model is loaded, the load task has ended, and the card is drawn."""
-    return (
-        app.session is not None
-        and app.card is not None
-        and app.tasks_done >= 1
-        and card_text(app).startswith(app.card["name"])
-    )
+    """The worker has sent its snapshot, no Open is pending, and the card is drawn."""
+    return app.snapshot is not None and not app.opening() and card_text(app).startswith(app.snapshot.card["name"])
 
 
 def idle(app: RecordingApp) -> bool:
-    """Loaded, no model task queued or running, nothing left to flush into the view."""
-    return ready(app) and app._busy == 0 and app._continuation is None and not app._stream
+    """Ready, every request done, and the model not writing."""
+    return ready(app) and not app.pending and not app.writing
 
 
 async def wait_ready(pilot, timeout: float = 20.0) -> None:
@@ -67,7 +76,65 @@ async def wait_ready(pilot, timeout: float = 20.0) -> None:
 
 
 async def wait_idle(pilot, timeout: float = 20.0) -> None:
-    await wait_until(pilot, lambda: idle(pilot.app), timeout, "the model thread to finish")
+    await wait_until(pilot, lambda: idle(pilot.app), timeout, "the worker to finish")
+
+
+def wait_gone(pid: int, timeout: float = 5.0) -> None:
+    """Fail unless process `pid` is gone (reaped) within `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"process {pid} is still there {timeout} s on")
+        time.sleep(0.05)
+
+
+# --- the story as stored, read through a second connection ------------------------------------------
+
+
+def stored_story(name: str = "untitled"):
+    """The story as the database has it now (None if there is none), read through a second Store."""
+    store = Store()
+    try:
+        return store.load(name)
+    finally:
+        store.close()
+
+
+def stored(name: str = "untitled") -> list[tuple[str, str]]:
+    """The story's turns as (author, text), as stored."""
+    story = stored_story(name)
+    return [(t.author, t.text) for t in story.turns] if story else []
+
+
+def stored_text(name: str = "untitled") -> str:
+    return "".join(text for _, text in stored(name))
+
+
+def stored_settings(name: str = "untitled") -> dict:
+    """The settings saved with the story (only those ever set; the rest are the defaults)."""
+    return stored_story(name).settings
+
+
+def stored_model(name: str = "untitled") -> str | None:
+    return stored_story(name).model_path
+
+
+def runs_of(turns: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Turns as the view shows them: consecutive turns by one author merged into one run."""
+    out: list[tuple[str, str]] = []
+    for author, text in turns:
+        if out and out[-1][0] == author:
+            out[-1] = (author, out[-1][1] + text)
+        else:
+            out.append((author, text))
+    return out
+
+
+# --- what is on screen -------------------------------------------------------------------------------
 
 
 def shown(app, selector: str) -> str:
@@ -111,9 +178,9 @@ async def submit(pilot, line: str) -> None:
     await pilot.press("enter")
 
 
-def run_app(test, *, model=None, story=None, size=(100, 30)) -> RecordingApp:
+def run_app(test, *, model=None, story=None, size=(100, 30), in_thread=True) -> RecordingApp:
     """Run `await test(app, pilot)` in a headless app; leaves with Ctrl+Q (the app's own save-and-quit)."""
-    app = RecordingApp(story=story, model=str(model) if model else None)
+    app = RecordingApp(story=story, model=str(model) if model else None, in_thread=in_thread)
 
     async def main():
         async with app.run_test(size=size) as pilot:

@@ -14,6 +14,7 @@ from apphelpers import RecordingApp, wait_idle, wait_until
 from textual.clock import MockClock
 from textual.widgets import Input, ProgressBar
 
+from charterm import train_events as te
 from charterm.app.training_pane import TrainingPane
 from charterm.store import MODEL, PERSON, Store, Turn
 
@@ -43,7 +44,8 @@ def write_model(path) -> None:
 
 @pytest.fixture
 def snap_app(tmp_path, monkeypatch):
-    """An app on a fresh CHARTERM_HOME holding the story "tale", with the model at .../anna-tiny.safetensors."""
+    """An app on a fresh CHARTERM_HOME holding the story "tale", with the model at .../anna-tiny.safetensors
+    (its worker on a thread of this process)."""
     home = tmp_path / "home"
     monkeypatch.setenv("CHARTERM_HOME", str(home))
     model = tmp_path / "anna-tiny.safetensors"
@@ -57,7 +59,7 @@ def snap_app(tmp_path, monkeypatch):
         store.set_last_story("tale")
     finally:
         store.close()
-    return RecordingApp(model=str(model))
+    return RecordingApp(model=str(model), in_thread=True)
 
 
 async def settle(pilot) -> None:
@@ -88,44 +90,49 @@ def test_training_pane_after_some_events(snap_compare, snap_app):
         pane = pilot.app.query_one(TrainingPane)
         pane.query_one(ProgressBar)._clock = MockClock()  # no ETA from the wall clock
         pane.handle(
-            {
-                "event": "start",
-                "params": 21_345,
-                "total_steps": 200,
-                "epochs": 2,
-                "step": 0,
-                "device": "cpu",
-                "out": "models/anna-2.safetensors",
-                "config": {"eval_every": 50},
-            }
+            te.Start(
+                params=21_345,
+                chars=100_000,
+                train_chars=90_000,
+                val_chars=10_000,
+                vocab_size=72,
+                steps_per_epoch=100,
+                total_steps=200,
+                epochs=2,
+                step=0,
+                resumed=False,
+                device="cpu",
+                processes=1,
+                out="models/anna-2.safetensors",
+                max_time=0.0,
+                config={"eval_every": 50},
+            )
         )
         for n in range(1, 121):
             pane.handle(
-                {
-                    "event": "step",
-                    "step": n,
-                    "total_steps": 200,
-                    "epoch": n / 100,
-                    "loss": 3.5 - 1.5 * n / 120,
-                    "lr": 0.002,
-                    "chars_per_sec": 12_345.6,
-                    "elapsed": n / 10,
-                    "progress": n / 200,
-                }
+                te.Step(
+                    step=n,
+                    total_steps=200,
+                    epoch=n / 100,
+                    loss=3.5 - 1.5 * n / 120,
+                    lr=0.002,
+                    chars_per_sec=12_345.6,
+                    elapsed=n / 10,
+                    progress=n / 200,
+                )
             )
             if n % 50 == 0:
                 val = 3.2 - n / 100
                 pane.handle(
-                    {
-                        "event": "eval",
-                        "step": n,
-                        "epoch": n / 100,
-                        "val_loss": val,
-                        "train_loss": val - 0.1,
-                        "best_val_loss": val,
-                        "improved": True,
-                        "seconds": 0.1,
-                    }
+                    te.Eval(
+                        step=n,
+                        epoch=n / 100,
+                        val_loss=val,
+                        train_loss=val - 0.1,
+                        best_val_loss=val,
+                        improved=True,
+                        seconds=0.1,
+                    )
                 )
         before = pane.redraws
         await wait_until(pilot, lambda: pane.redraws > before and not pane._redraw_pending, 5, "the chart")

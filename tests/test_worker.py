@@ -161,6 +161,7 @@ APP = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["kill -9 of the app", "SIGHUP to the worker"])
 def test_when_the_app_goes_the_worker_commits_what_was_shown_and_exits(home, tiny_model, tmp_path, how):
     shown = tmp_path / "shown.txt"

@@ -67,6 +67,7 @@ class CharTermApp(App):
     ENABLE_COMMAND_PALETTE = False
     BINDINGS = [
         Binding("escape", "stop", "Stop", priority=True),
+        Binding("ctrl+c", "stop", "Stop", show=False, priority=True),  # as in `ollama run`; no Esc wait
         Binding("ctrl+z", "undo", "Undo", priority=True),
         Binding("ctrl+r", "retry", "Retry", priority=True),
         Binding("ctrl+t", "train", "Train", priority=True),
@@ -96,6 +97,7 @@ class CharTermApp(App):
         self.snapshot: p.Snapshot | None = None  # what the worker last said the side pane shows
         self.pending: set[int] = set()  # requests sent and not yet done
         self.writing = False  # the model is writing a turn
+        self._unconfirmed: dict[int, tuple[str, object]] = {}  # SetSetting id -> (field, value) not yet done
         self.job = None
         self.trained_path: str | None = None  # the newest model training wrote that beats the one in use
         self.trained_score: float | None = None  # its validation loss
@@ -186,7 +188,7 @@ class CharTermApp(App):
         self.snapshot = ev
         self.story_name = ev.story
         self.query_one(ModelCard).show(ev.card)
-        self.query_one(SettingsPanel).show(ev.settings)
+        self._show_settings()
         self.query_one("#title", Static).update(f"charterm  story: {ev.story}  model: {ev.card['name']}")
         if first and not self.writing:
             self._set_status(f"{ev.turns} turns, {ev.chars:,} chars. Type, then Enter.")
@@ -206,6 +208,8 @@ class CharTermApp(App):
 
     def _on_done(self, ev: p.Done) -> None:
         self.pending.discard(ev.id)
+        if self._unconfirmed.pop(ev.id, None) is not None:
+            self._show_settings()
         if not self.pending:
             self.writing = False
             if self.snapshot is not None:
@@ -225,7 +229,7 @@ class CharTermApp(App):
             return
         self.notify(f"the model worker stopped ({why}); restarting it", severity="warning", timeout=8, markup=False)
         self.client = start_worker(self.story_name, None, self.precision, self.in_thread)
-        self.snapshot, self.pending, self.writing = None, {OPEN_ID}, False
+        self.snapshot, self.pending, self.writing, self._unconfirmed = None, {OPEN_ID}, False, {}
         self._listen(self.client)
 
     def _show_progress(self) -> None:
@@ -256,8 +260,7 @@ class CharTermApp(App):
             self._set_setting(event.field, event.value)
         except CharTermError as e:
             self.notify(str(e), severity="error", markup=False)
-            if self.snapshot:
-                self.query_one(SettingsPanel).show(self.snapshot.settings)
+            self._show_settings()
 
     def _command(self, name: str, arg: str) -> None:
         simple = {
@@ -291,10 +294,14 @@ class CharTermApp(App):
         from charterm.settings import parse_setting
 
         field, value = parse_setting(key, raw)  # checked here for a quick answer, and again by the worker
-        self._send(p.SetSetting, field=field, value=raw)
-        if self.snapshot is not None:
-            self.query_one(SettingsPanel).show({**self.snapshot.settings, field: value})
+        self._unconfirmed[self._send(p.SetSetting, field=field, value=raw)] = (field, value)
+        self._show_settings()
         self._set_status(f"{key} = {raw.strip()}")
+
+    def _show_settings(self) -> None:
+        """The worker's settings, with the ones sent and not yet applied (it applies them in turn)."""
+        if self.snapshot is not None:
+            self.query_one(SettingsPanel).show({**self.snapshot.settings, **dict(self._unconfirmed.values())})
 
     def _switch_model(self, path: str) -> None:
         if not path:

@@ -38,7 +38,7 @@ SETTING_COMMANDS = tuple(BY_COMMAND)
 
 KEYS = [
     ("Enter", "add what you typed and let the model continue (empty: just continue)"),
-    ("Esc", "stop the model now (what it wrote so far is kept)"),
+    ("Esc, Ctrl+C", "stop the model now (what it wrote so far is kept)"),
     ("Ctrl+Z", "undo the last turn"),
     ("Ctrl+R", "retry: write the model's last turn again"),
     ("Ctrl+T", "start training (Ctrl+T again: cancel it)"),
