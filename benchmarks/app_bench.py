@@ -364,10 +364,10 @@ def idle_round(args, size: tuple[int, int], res: dict, latency: bool) -> None:
         res.setdefault(f"app {size[0]}x{size[1]}", []).append(turn_rate(app, args.chars, args.timeout))
         if latency:
             start_long_turn(app)
+            res.setdefault("ctrl+c", []).append(esc_stop(app, "C-c"))
+            start_long_turn(app)  # key echo leaves its keys in the prompt: Esc comes after it
             res.setdefault("echo", []).extend(key_echo(app))
             res.setdefault("esc", []).append(esc_stop(app))
-            start_long_turn(app)
-            res.setdefault("ctrl+c", []).append(esc_stop(app, "C-c"))
 
 
 def busy_round(args, res: dict) -> None:
@@ -461,7 +461,7 @@ def report(res: dict, args) -> None:
 def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=str(ROOT / "models" / "anna.safetensors"))
-    ap.add_argument("--chars", type=int, default=4000, help="chars per timed turn")
+    ap.add_argument("--chars", type=int, default=12000, help="chars per timed turn")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--top-k", type=int, default=5, help="for the app and generate")

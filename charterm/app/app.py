@@ -348,7 +348,7 @@ class CharTermApp(App):
             args += ["--baseline", self.card["path"]]
         self.trained_path = self.trained_score = self.in_use_score = None
         self.query_one(TrainingPane).reset(starting=True)
-        self.job = TrainingJob(args, lambda ev: self.post_message(TrainingUpdate(ev)))
+        self.job = TrainingJob(args, lambda ev: self.post_message(TrainingUpdate(ev)), nice=19)  # the model first
         self.job.start()
         self.notify("training started in the background (Ctrl+T or /cancel stops it)")
 
