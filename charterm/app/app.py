@@ -348,7 +348,11 @@ class CharTermApp(App):
             args += ["--baseline", self.card["path"]]
         self.trained_path = self.trained_score = self.in_use_score = None
         self.query_one(TrainingPane).reset(starting=True)
-        self.job = TrainingJob(args, lambda ev: self.post_message(TrainingUpdate(ev)), nice=19)  # the model first
+        # the model writes first: training gets the lowest priority and leaves one core to the worker and the UI
+        threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 2) - 1))
+        self.job = TrainingJob(
+            args, lambda ev: self.post_message(TrainingUpdate(ev)), nice=19, env={"OMP_NUM_THREADS": threads}
+        )
         self.job.start()
         self.notify("training started in the background (Ctrl+T or /cancel stops it)")
 
