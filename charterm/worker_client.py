@@ -157,10 +157,6 @@ class WorkerClient:
             except ProcessLookupError:
                 pass
 
-    @property
-    def stderr(self) -> str:
-        return "\n".join(self._stderr)
-
 
 def start_worker(story: str | None, model: str | None, precision: str = "int8", in_thread: bool = False):
     """Start a model worker and ask it to open the story; its events wait until `listen`."""
