@@ -1,4 +1,5 @@
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -74,3 +75,15 @@ def tiny_model(corpus, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("model") / "tiny.safetensors"
     run_training(TrainConfig(data=str(corpus), out=str(out), **TINY), command="pytest tiny_model")
     return out
+
+
+def stored_turns(home: Path) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(turns, drafts) as the database has them, after an integrity check."""
+    db = sqlite3.connect(home / "stories.db")
+    try:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        turns = db.execute("SELECT author, text FROM turns ORDER BY seq").fetchall()
+        drafts = db.execute("SELECT author, text FROM drafts").fetchall()
+    finally:
+        db.close()
+    return turns, drafts

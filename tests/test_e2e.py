@@ -9,7 +9,6 @@ import re
 import shlex
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import run_cli, stored_turns
 
 from charterm.session import WORD_SLACK
 
@@ -266,18 +265,6 @@ def workers_of(home: Path) -> list[int]:
         if b"charterm.worker" in cmd and f"CHARTERM_HOME={home}".encode() in env and state != "Z":
             pids.append(int(proc.name))
     return pids
-
-
-def stored_turns(home: Path) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-    """(turns, drafts) as the database has them, after an integrity check."""
-    db = sqlite3.connect(home / "stories.db")
-    try:
-        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        turns = db.execute("SELECT author, text FROM turns ORDER BY seq").fetchall()
-        drafts = db.execute("SELECT author, text FROM drafts").fetchall()
-    finally:
-        db.close()
-    return turns, drafts
 
 
 def stream_then_look(term: Term) -> str:

@@ -10,12 +10,12 @@ import shlex
 import shutil
 import signal
 import socket
-import sqlite3
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
+from conftest import stored_turns
 from test_e2e import CHARTERM, Term, shown_story, squash, status_line, story_of
 
 SSHD = Path("/usr/sbin/sshd")
@@ -208,13 +208,7 @@ def test_dropped_ssh_connection_keeps_the_shown_text(sshterm, sshd):
     assert not left, f"charterm or its worker still running {HANGUP_TIMEOUT} s after the connection dropped: {left}"
     gone_after = time.monotonic() - dropped
 
-    db = sqlite3.connect(term.home / "stories.db")
-    try:
-        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        turns = db.execute("SELECT author, text FROM turns ORDER BY seq").fetchall()
-        drafts = db.execute("SELECT author, text FROM drafts").fetchall()
-    finally:
-        db.close()
+    turns, drafts = stored_turns(term.home)
     assert turns and turns[0] == ("person", "Anna"), turns
     assert len(turns) <= 2 and all(a == "model" for a, _ in turns[1:]), turns
     assert len(drafts) <= 1 and all(a == "model" and t for a, t in drafts), drafts
