@@ -209,11 +209,11 @@ def case_generate_notebook(data, n):
 
 
 def case_generate_charterm(data, n, precision):
-    from charterm.sampling import CharSampler, Generation, Stepper, feed
+    from charterm.sampling import CharSampler, Generation, Stepper, run_ids
 
     vocab, _, model = _models(data)
     stepper = Stepper(model, precision)
-    logits, state = feed(model, [vocab.index["A"]])
+    logits, state = run_ids(model, [vocab.index["A"]])
     gen = iter(Generation(stepper, logits, state, CharSampler(5, 1.0, 0)))
     for _ in range(50):
         next(gen)
@@ -232,13 +232,13 @@ def case_prime_notebook(data, n):
 
 
 def case_prime_charterm(data, n):
-    from charterm.sampling import feed
+    from charterm.sampling import run_ids
 
     text, vocab = load(data)
     _, _, model = _models(data)
-    feed(model, [vocab.index[c] for c in text[:200]])
+    run_ids(model, [vocab.index[c] for c in text[:200]])
     t0 = time.perf_counter()
-    feed(model, [vocab.index[c] for c in text[:n]])
+    run_ids(model, [vocab.index[c] for c in text[:n]])
     return time.perf_counter() - t0
 
 

@@ -208,7 +208,7 @@ def train(
             setattr(cfg, k, v)
     for k, v in given.items():
         setattr(cfg, k, str(v) if isinstance(v, Path) else v)
-    _check_train_config(cfg)
+    cfg.check()
     mode = progress.value
     if mode == "auto":
         mode = "rich" if sys.stderr.isatty() else "none"
@@ -267,43 +267,6 @@ def train(
 def _unescape(text: str) -> str:
     """\\n, \\t and \\\\ in a command-line value; everything else literal."""
     return re.sub(r"\\([nt\\])", lambda m: {"n": "\n", "t": "\t", "\\": "\\"}[m.group(1)], text)
-
-
-def _check_train_config(cfg) -> None:
-    positive = {
-        "epochs": cfg.epochs,
-        "hidden": cfg.hidden,
-        "layers": cfg.layers,
-        "batch-size": cfg.batch_size,
-        "seq-length": cfg.seq_length,
-    }
-    for name, v in positive.items():
-        if v < 1:
-            raise UsageError(f"--{name} must be at least 1 (got {v})")
-    if not 0 <= cfg.dropout < 1:
-        raise UsageError(f"--dropout must be in [0, 1) (got {cfg.dropout})")
-    if not 0 <= cfg.state_reset <= 1:
-        raise UsageError(f"--state-reset must be in [0, 1] (got {cfg.state_reset})")
-    if not 0 <= cfg.weight_drop < 1:
-        raise UsageError(f"--weight-drop must be in [0, 1) (got {cfg.weight_drop})")
-    if not 0 < cfg.val_frac < 1:
-        raise UsageError(f"--val-frac must be between 0 and 1, exclusive (got {cfg.val_frac})")
-    if cfg.lr <= 0 or cfg.clip <= 0:
-        raise UsageError("--lr and --clip must be positive")
-    if cfg.eval_every < 0 or cfg.max_steps < 0 or cfg.max_time < 0 or cfg.embed < 0:
-        raise UsageError("--eval-every, --max-steps, --max-time and --embed cannot be negative")
-    if not 0 <= cfg.min_lr_frac <= 1 or cfg.warmup_steps < 0:
-        raise UsageError("--min-lr-frac must be in [0, 1] and --warmup-steps 0 or more")
-    if cfg.cell not in ("lstm", "gru"):
-        raise UsageError(f"--cell must be lstm or gru (got {cfg.cell!r})")
-    if cfg.schedule not in ("cosine", "constant"):
-        raise UsageError(f"--schedule must be cosine or constant (got {cfg.schedule!r})")
-    if cfg.device not in ("auto", "cpu", "cuda", "mps") and not cfg.device.startswith("cuda:"):
-        raise UsageError(f"--device must be auto, cpu, cuda or mps (got {cfg.device!r})")
-    if cfg.max_vocab < 0 or cfg.max_vocab == 1:
-        raise UsageError(f"--max-vocab must be 0 (all chars) or at least 2 (got {cfg.max_vocab})")
-    if cfg.eval_chars < 0:
-        raise UsageError(f"--eval-chars must be 0 (all) or more (got {cfg.eval_chars})")
 
 
 # --- generate ----------------------------------------------------------------------------------
@@ -383,7 +346,7 @@ def _read_prime(prime: str | None, prime_file: Path | None) -> str:
 
 
 def _feed_prime(session, prime: str) -> None:
-    report = session.feed(prime)
+    report = session.append_person_turn(prime)
     if report:
         warn(f"prime: {report.describe()}")
 

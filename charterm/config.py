@@ -6,16 +6,27 @@ recipe table); `--preset notebook` gives the teaching notebook's exact configura
 
 from dataclasses import asdict, dataclass, fields
 
+from charterm.errors import UsageError
 
-@dataclass
-class ModelConfig:
-    vocab_size: int
+
+@dataclass(kw_only=True)
+class Architecture:
+    """The network's shape and regularisers: the fields a model file and a training run share."""
+
     cell: str = "lstm"  # lstm | gru
     embed: int = 0  # embedding width; 0 = the vocabulary size (the notebook's one-hot, as a lookup)
     hidden: int = 256
     layers: int = 2
     dropout: float = 0.0
     weight_drop: float = 0.0  # DropConnect on the recurrent (hidden-to-hidden) weights, training only
+
+    def architecture(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(Architecture)}
+
+
+@dataclass
+class ModelConfig(Architecture):
+    vocab_size: int
 
     def __post_init__(self) -> None:
         if self.embed == 0:
@@ -31,20 +42,13 @@ class ModelConfig:
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(Architecture):
     data: str = "data/anna.txt"  # a file, or a folder of .txt files
     encoding: str = "utf-8"
     separator: str = "\n\n"  # between the files of a folder
     max_vocab: int = 0  # 0 = every char of the text; else the N most frequent plus an unknown-char token
     out: str = ""  # "" = models/<data stem>.safetensors
     init_from: str = ""  # a model file to start from (its architecture and vocabulary); "" = random weights
-    # model
-    cell: str = "lstm"
-    embed: int = 0
-    hidden: int = 256
-    layers: int = 2
-    dropout: float = 0.0
-    weight_drop: float = 0.0
     # optimisation
     epochs: int = 20
     batch_size: int = 16
@@ -69,6 +73,38 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def check(self) -> None:
+        """Refuse values no run can use, in one line naming the option (wherever training starts)."""
+        for name in ("epochs", "hidden", "layers", "batch_size", "seq_length"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"{_option(name)} must be at least 1 (got {getattr(self, name)})")
+        for name, lo, hi, closed in (
+            ("dropout", 0, 1, False), ("weight_drop", 0, 1, False), ("state_reset", 0, 1, True),
+            ("min_lr_frac", 0, 1, True),
+        ):  # fmt: skip
+            v = getattr(self, name)
+            if not (lo <= v <= hi if closed else lo <= v < hi):
+                raise UsageError(f"{_option(name)} must be in [{lo}, {hi}{']' if closed else ')'} (got {v})")
+        if not 0 < self.val_frac < 1:
+            raise UsageError(f"--val-frac must be between 0 and 1, exclusive (got {self.val_frac})")
+        if self.lr <= 0 or self.clip <= 0:
+            raise UsageError("--lr and --clip must be positive")
+        for name in ("eval_every", "max_steps", "max_time", "embed", "warmup_steps", "eval_chars"):
+            if getattr(self, name) < 0:
+                raise UsageError(f"{_option(name)} cannot be negative (got {getattr(self, name)})")
+        choices = {"cell": ("lstm", "gru"), "schedule": ("cosine", "constant")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise UsageError(f"{_option(name)} must be {' or '.join(allowed)} (got {getattr(self, name)!r})")
+        if self.device not in ("auto", "cpu", "cuda", "mps") and not self.device.startswith("cuda:"):
+            raise UsageError(f"--device must be auto, cpu, cuda or mps (got {self.device!r})")
+        if self.max_vocab < 0 or self.max_vocab == 1:
+            raise UsageError(f"--max-vocab must be 0 (all chars) or at least 2 (got {self.max_vocab})")
+
+
+def _option(name: str) -> str:
+    return "--" + name.replace("_", "-")
 
 
 PRESETS: dict[str, dict] = {

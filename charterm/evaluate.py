@@ -43,7 +43,7 @@ def evaluate(
         xs, ys = window(ids, starts, w * seq_length, seq_length)
         x, y = torch.from_numpy(xs).to(device), torch.from_numpy(ys).to(device)
         if stepper is None:
-            with _autocast(device):
+            with autocast_for(device):
                 logits, state = model(x, state)
         else:
             logits = torch.stack([stepper.step(x[:, t].cpu(), layers) for t in range(x.shape[1])], 1)
@@ -53,7 +53,7 @@ def evaluate(
     return (total / count if count else math.nan), count
 
 
-def _autocast(device: torch.device):
+def autocast_for(device: torch.device):
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return torch.autocast("cpu", enabled=False)

@@ -81,9 +81,24 @@ class CharModel(nn.Module):
         return self.fc(x), new_state
 
     def _weight_dropped(self, rnn: nn.LSTM | nn.GRU, x: torch.Tensor, hx):
-        """One layer with a dropped copy of its recurrent weights (the parameters stay whole)."""
-        w_ih, w_hh, b_ih, b_hh = rnn._flat_weights
-        weights = [w_ih, cheap_dropout(w_hh, self.config.weight_drop), b_ih, b_hh]
+        """One layer with a dropped copy of its recurrent weights (the parameters stay whole): the
+        op nn.LSTM / nn.GRU itself runs, given the layer's weights by their public names."""
+        weights = [
+            rnn.weight_ih_l0,
+            cheap_dropout(rnn.weight_hh_l0, self.config.weight_drop),
+            rnn.bias_ih_l0,
+            rnn.bias_hh_l0,
+        ]
         fn = torch.lstm if self.config.cell == "lstm" else torch.gru
-        out = fn(x, hx, weights, True, 1, 0.0, True, False, True)
+        out = fn(
+            x,
+            hx,
+            weights,
+            has_biases=True,
+            num_layers=1,
+            dropout=0.0,
+            train=True,
+            bidirectional=False,
+            batch_first=True,
+        )
         return out[0], (out[1:] if self.config.cell == "lstm" else out[1])

@@ -147,7 +147,7 @@ class CharSampler:
 
 
 @torch.no_grad()
-def feed(model: CharModel, ids: list[int], state: State | None = None) -> tuple[torch.Tensor, State]:
+def run_ids(model: CharModel, ids: list[int], state: State | None = None) -> tuple[torch.Tensor, State]:
     """Run ids through the model as one sequence; returns the last logits (vocab,) and the state."""
     device = model.fc.weight.device
     x = torch.tensor([ids], dtype=torch.long, device=device)

@@ -19,7 +19,7 @@ import torch
 
 from charterm.checkpoint import LoadedModel
 from charterm.model import State
-from charterm.sampling import CharSampler, Generation, Stepper, feed
+from charterm.sampling import CharSampler, Generation, Stepper, run_ids
 from charterm.settings import STOP_AT, Settings  # noqa: F401 (re-exported)
 from charterm.store import LIVE_WRITERS, MODEL, PERSON, Store, Story, StoryChanged, Turn, new_owner, owner_alive
 from charterm.text import FoldReport
@@ -99,7 +99,7 @@ class Session:
             if recovered is not None:
                 self.sync(quiet=True)
                 self.notices.append(f"recovered {len(recovered.text):,} chars the model wrote before charterm stopped")
-        self.state_after(len(self.turns) - 1)
+        self.ensure_state(len(self.turns) - 1)
 
     @classmethod
     def open(cls, store: Store, name: str, loaded: LoadedModel, **kw) -> "Session":
@@ -118,15 +118,16 @@ class Session:
 
     @property
     def state(self) -> State:
-        return self.state_after(len(self.turns) - 1)
+        return self.ensure_state(len(self.turns) - 1)
 
     def runs(self) -> list[tuple[str, str]]:
         """(author, text) per turn, for display."""
         return [(t.author, t.text) for t in self.turns]
 
-    def state_after(self, i: int) -> State:
-        """The LSTM state after turn i (-1: before the story). Taken from memory, else from the
-        store's cache if it was made by this model, else rebuilt by feeding the text."""
+    def ensure_state(self, i: int) -> State:
+        """The LSTM state after turn i (-1: before the story): from memory, else from the store's
+        cache if this model made it, else rebuilt from the text, then kept in memory and written
+        to the store's cache."""
         with self._lock:
             if i < 0:
                 return self._start
@@ -143,7 +144,7 @@ class Session:
             else:
                 text = "".join(t.text for t in self.turns[: i + 1])[-self.context_chars :]
                 state = self._start
-            state = self._feed(text, state)
+            state = self._run_text(text, state)
             self._states[i] = state
             if self.store and turn.id is not None:
                 turn.state, turn.fingerprint = pack_state(state), self.loaded.fingerprint
@@ -159,7 +160,7 @@ class Session:
 
     # --- writing ------------------------------------------------------------------------------
 
-    def feed(self, text: str) -> FoldReport:
+    def append_person_turn(self, text: str) -> FoldReport:
         """The person's turn: run their text through the LSTM as one sequence and save it.
         Chars outside the model's vocabulary are folded or dropped for the model (the story keeps
         them as typed); the report says which."""
@@ -168,7 +169,7 @@ class Session:
         with self._lock:
             self.sync()
             folded, report = self.loaded.vocab.fold(text)
-            state = self._feed(folded, self.state)
+            state = self._run_text(folded, self.state)
             self._commit(Turn(PERSON, text, pack_state(state), self.loaded.fingerprint), state)
             return report
 
@@ -215,7 +216,7 @@ class Session:
         """Use another model: the text stays, the state is rebuilt by feeding it to the new model."""
         with self._lock:
             self._set_model(loaded)
-            self.state_after(len(self.turns) - 1)
+            self.ensure_state(len(self.turns) - 1)
             if self.store and self.story:
                 self.story.model_path = str(Path(loaded.path).resolve()) if loaded.path else None
                 self.store.set_model(self.story.id, self.story.model_path)
@@ -254,15 +255,15 @@ class Session:
         self.stepper = Stepper(loaded.model, self.precision)
         vocab = loaded.vocab
         start = "\n" if "\n" in vocab.index else vocab.chars[0]
-        self._start = self._feed(start, None)
+        self._start = self._run_text(start, None)
         self._states: list[State | None] = [None] * len(self.turns)
 
-    def _feed(self, text: str, state: State | None) -> State:
+    def _run_text(self, text: str, state: State | None) -> State:
         folded, _ = self.loaded.vocab.fold(text)
         if not folded:
             return state if state is not None else self.loaded.model.init_state(1, "cpu")
         ids = [self.loaded.vocab.index[c] for c in folded]
-        _, state = feed(self.loaded.model, ids, state)
+        _, state = run_ids(self.loaded.model, ids, state)
         return state
 
     def logits(self, state: State) -> torch.Tensor:
@@ -285,7 +286,7 @@ class Session:
                 self.turns.append(turn)
                 self._states.append(state)
                 if state is None:
-                    self.state_after(len(self.turns) - 1)
+                    self.ensure_state(len(self.turns) - 1)
                 return
             raise StoryChanged("the story keeps changing in another window; try again")
 

@@ -9,7 +9,7 @@ import math
 import os
 import platform
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -23,12 +23,12 @@ from charterm.config import ModelConfig, TrainConfig
 from charterm.corpus import Corpus, open_corpus
 from charterm.distributed import Ranks
 from charterm.errors import CharTermError, UsageError
-from charterm.evaluate import _autocast, evaluate
+from charterm.evaluate import autocast_for, evaluate
 from charterm.fsutil import atomic_path, remove_stale_temps
 from charterm.model import CharModel
 from charterm.text import Vocabulary, check_sizes, row_starts, split_train_val, window
 
-RESUME_FORMAT = "charterm-resume/1"
+RESUME_FORMAT, RESUME_VERSION = "charterm-resume", 1  # saved as "charterm-resume/1"
 # Automatic validation cadence: first pass after FIRST_EVAL_SECONDS, then often enough that the
 # full validation pass takes about EVAL_SHARE of the time (the notebook's every-10-steps pass
 # doubled its training time). Evaluation never changes the training trajectory.
@@ -118,16 +118,58 @@ def kept_rows(cfg: TrainConfig, step: int, rows: int) -> torch.Tensor:
     return (torch.rand(rows, generator=g) >= cfg.state_reset).float()
 
 
-def load_resume_state(path: Path) -> dict:
-    if not path.exists():
-        raise CharTermError(f"no resume state at {path}; train without --resume to start a new run")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise CharTermError(f"{path}: unreadable resume state ({str(e).splitlines()[0][:200]})") from None
-    if not isinstance(state, dict) or state.get("format") != RESUME_FORMAT:
-        raise CharTermError(f"{path} is not a charterm resume state")
-    return state
+@dataclass
+class ResumeState:
+    """Everything a run needs to go on exactly where it stopped: the one resume format, written
+    by `save` and read by `load`. Under torchrun, `hidden` and `rng` hold one entry per rank."""
+
+    config: dict
+    model: dict
+    optimizer: dict
+    step: int
+    epoch: int
+    window: int
+    elapsed: float
+    best_val: float
+    vocab: list[str]
+    data_sha256: str
+    hidden: tuple | list | None = None
+    rng: torch.Tensor | list | None = None
+    cuda_rng: torch.Tensor | None = None
+    world: int = 1
+    unknown: str | None = None
+    parent: dict | None = None
+
+    def save(self, path: Path) -> None:
+        payload = {"format": f"{RESUME_FORMAT}/{RESUME_VERSION}"}
+        payload.update((f.name, getattr(self, f.name)) for f in fields(self))
+        with atomic_path(path) as tmp:
+            torch.save(payload, tmp)
+
+    @classmethod
+    def load(cls, path: Path) -> "ResumeState":
+        if not path.exists():
+            raise CharTermError(f"no resume state at {path}; train without --resume to start a new run")
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise CharTermError(f"{path}: unreadable resume state ({str(e).splitlines()[0][:200]})") from None
+        name, _, version = str(payload.get("format", "") if isinstance(payload, dict) else "").rpartition("/")
+        if name != RESUME_FORMAT or not version.isdigit():
+            raise CharTermError(f"{path} is not a charterm resume state")
+        if int(version) > RESUME_VERSION:
+            raise CharTermError(f"{path} was saved by a newer charterm (resume format {version}); upgrade to resume it")
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in payload.items() if k in known})
+
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(**{"state_reset": 0.0, **self.config})  # runs saved before state_reset existed
+
+    def for_rank(self, rank: int) -> tuple[tuple | None, torch.Tensor]:
+        """This rank's carried state and CPU random state."""
+        if self.world == 1:
+            return self.hidden, self.rng
+        return self.hidden[rank], self.rng[rank]
 
 
 def _vocab_difference(old: Vocabulary, new: Vocabulary) -> str:
@@ -149,37 +191,58 @@ class StopFlag:
         return bool(self.reason)
 
 
-def run_training(
-    cfg: TrainConfig,
-    *,
-    resume: bool = False,
-    force: bool = False,
-    explicit: set[str] | None = None,
-    on_event=lambda e: None,
-    stop: StopFlag | None = None,
-    command: str = "",
-    ranks: Ranks | None = None,
-    baseline: str | os.PathLike | None = None,
-) -> TrainResult:
-    """Train per `cfg`. Under torchrun pass the `Ranks` from `distributed.start`: every rank
-    calls this, rank 0 alone writes files and sends events. `baseline`: a model file to score
-    on the validation text first, so each checkpoint can be compared with it."""
-    stop = stop if stop is not None else StopFlag()
-    ranks = ranks or Ranks()
-    explicit = explicit or set()
-    emit = on_event if ranks.is_main else (lambda e: None)
-    data_path = Path(cfg.data)
-    if not data_path.exists():
-        hint = " (run `charterm data fetch anna` to get it)" if data_path.name == "anna.txt" else ""
-        raise CharTermError(f"training text {data_path} not found{hint}; or pass --data PATH")
-    out = Path(cfg.out or f"models/{data_path.stem}.safetensors")
-    rpath = resume_path_for(out)
-    baseline_model = _load_baseline(baseline) if baseline and ranks.is_main else None
+class Trainer:
+    """One training run. The constructor sets it up (the resume checks, the text, the model, the
+    optimiser, the saved state); `run` is the loop, with the step, the evaluation, the checkpoint,
+    the resume state and the finish as methods of their own.
 
-    saved = None
-    if resume:
-        saved = load_resume_state(rpath)
-        saved_cfg = TrainConfig(**{"state_reset": 0.0, **saved["config"]})  # runs saved before it existed
+    Under torchrun every rank makes a Trainer with the `Ranks` from `distributed.start`; rank 0
+    alone writes files and sends events. `baseline`: a model file to score on the validation text
+    first, so each checkpoint can be compared with it."""
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        *,
+        resume: bool = False,
+        force: bool = False,
+        explicit: set[str] | None = None,
+        on_event=lambda e: None,
+        stop: StopFlag | None = None,
+        command: str = "",
+        ranks: Ranks | None = None,
+        baseline: str | os.PathLike | None = None,
+    ):
+        self.stop = stop if stop is not None else StopFlag()
+        self.ranks = ranks or Ranks()
+        self.emit = on_event if self.ranks.is_main else (lambda e: None)
+        self.command, self.baseline = command, baseline
+        explicit = explicit or set()
+        data_path = Path(cfg.data)
+        if not data_path.exists():
+            hint = " (run `charterm data fetch anna` to get it)" if data_path.name == "anna.txt" else ""
+            raise CharTermError(f"training text {data_path} not found{hint}; or pass --data PATH")
+        self.out = Path(cfg.out or f"models/{data_path.stem}.safetensors")
+        self.resume_path = resume_path_for(self.out)
+        self.saved = ResumeState.load(self.resume_path) if resume else None
+        if self.saved is not None:
+            cfg = self._resumed_config(cfg, explicit)
+        elif self.out.exists() and not force:
+            raise UsageError(
+                f"{self.out} already exists; pass --force to overwrite it, --resume to continue, or --out PATH"
+            )
+        cfg.check()
+        self.cfg = cfg
+        start_from = _start_from(cfg, explicit) if cfg.init_from and self.saved is None else None
+        self._prepare_text(data_path, start_from)
+        self._build(start_from)
+        self._restore()
+
+    # --- setup --------------------------------------------------------------------------------
+
+    def _resumed_config(self, cfg: TrainConfig, explicit: set[str]) -> TrainConfig:
+        """The saved run's config, with the options that may change on --resume taken from `cfg`."""
+        saved_cfg = self.saved.train_config()
         for name in explicit - RESUMABLE_OVERRIDES:
             if getattr(cfg, name) != getattr(saved_cfg, name):
                 raise UsageError(
@@ -187,303 +250,341 @@ def run_training(
                 )
         for name in explicit & RESUMABLE_OVERRIDES:
             setattr(saved_cfg, name, getattr(cfg, name))
-        saved_cfg.out = str(out)
-        cfg = saved_cfg
-        if saved.get("world", 1) != ranks.world:
+        saved_cfg.out = str(self.out)
+        if self.saved.world != self.ranks.world:
             raise UsageError(
-                f"the saved run trained with {saved.get('world', 1)} process(es); resume it with "
-                f"torchrun --nproc_per_node={saved.get('world', 1)} (this is {ranks.world})"
+                f"the saved run trained with {self.saved.world} process(es); resume it with "
+                f"torchrun --nproc_per_node={self.saved.world} (this is {self.ranks.world})"
             )
-    elif out.exists() and not force:
-        raise UsageError(f"{out} already exists; pass --force to overwrite it, --resume to continue, or --out PATH")
+        return saved_cfg
 
-    start_from = _start_from(cfg, explicit) if cfg.init_from and saved is None else None
-    fixed_vocab = start_from.vocab if start_from else None  # a fine-tune keeps its model's vocabulary
-    if saved is not None and cfg.init_from:
-        fixed_vocab = Vocabulary(saved["vocab"], saved.get("unknown"))
-    corpus = _open_corpus_once(cfg, data_path, saved, ranks, emit, fixed_vocab)
-    vocab, data_sha = corpus.vocab, corpus.sha256
-    rows = cfg.batch_size * ranks.world  # each rank trains on its own batch_size rows
-    check_sizes(len(corpus), cfg.val_frac, rows, cfg.seq_length)
-    if len(vocab) < 2:
-        raise UsageError(f"{data_path} has only {len(vocab)} distinct char(s); a model needs at least 2")
-    if ranks.is_main:
-        for path in (out, rpath):  # half-written files of a run that was killed mid-write
-            remove_stale_temps(path)
+    def _prepare_text(self, data_path: Path, start_from) -> None:
+        """The token ids, the train/val split, and which rows of the training text are this rank's."""
+        cfg, ranks, saved = self.cfg, self.ranks, self.saved
+        fixed_vocab = start_from.vocab if start_from else None  # a fine-tune keeps its model's vocabulary
+        if saved is not None and cfg.init_from:
+            fixed_vocab = Vocabulary(saved.vocab, saved.unknown)
+        self.corpus = _open_corpus_once(cfg, data_path, saved, ranks, self.emit, fixed_vocab)
+        self.vocab = self.corpus.vocab
+        rows = cfg.batch_size * ranks.world  # each rank trains on its own batch_size rows
+        check_sizes(len(self.corpus), cfg.val_frac, rows, cfg.seq_length)
+        if len(self.vocab) < 2:
+            raise UsageError(f"{data_path} has only {len(self.vocab)} distinct char(s); a model needs at least 2")
+        if ranks.is_main:
+            for path in (self.out, self.resume_path):  # half-written files of a run that was killed mid-write
+                remove_stale_temps(path)
+        self.train_ids, self.val_ids = split_train_val(self.corpus.ids, cfg.val_frac)
+        starts, self.n_windows = row_starts(len(self.train_ids), rows, cfg.seq_length)
+        self.starts = starts[ranks.rank * cfg.batch_size : (ranks.rank + 1) * cfg.batch_size]
+        self.rows, self.chars_per_step = rows, rows * cfg.seq_length
+        self.eval_windows = math.ceil(cfg.eval_chars / self.chars_per_step) if cfg.eval_chars else 0
+        self.total_steps = cfg.epochs * self.n_windows
+        if cfg.max_steps:
+            self.total_steps = min(self.total_steps, cfg.max_steps)
 
-    train_ids, val_ids = split_train_val(corpus.ids, cfg.val_frac)
-    starts, n_windows = row_starts(len(train_ids), rows, cfg.seq_length)
-    starts = starts[ranks.rank * cfg.batch_size : (ranks.rank + 1) * cfg.batch_size]
-    eval_windows = math.ceil(cfg.eval_chars / (rows * cfg.seq_length)) if cfg.eval_chars else 0
-    device = pick_device(cfg.device)
-    if device.type == "cpu":
-        keep_buffers_in_heap()
+    def _build(self, start_from) -> None:
+        """The model (random, or the --init-from weights) and its optimiser, on the device."""
+        cfg = self.cfg
+        self.device = pick_device(cfg.device)
+        if self.device.type == "cpu":
+            keep_buffers_in_heap()
+        torch.manual_seed(cfg.seed)
+        self.model = CharModel(ModelConfig(vocab_size=len(self.vocab), **cfg.architecture())).to(self.device)
+        if start_from is not None:
+            self.model.load_state_dict(start_from.model.state_dict())
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
+        if self.ranks.rank:
+            torch.manual_seed(cfg.seed + self.ranks.rank)  # the same initial weights, different dropout masks
+        self.net = self.model
+        if self.ranks.active:
+            from torch.nn.parallel import DistributedDataParallel
 
-    torch.manual_seed(cfg.seed)
-    mconf = ModelConfig(
-        vocab_size=len(vocab),
-        cell=cfg.cell,
-        embed=cfg.embed,
-        hidden=cfg.hidden,
-        layers=cfg.layers,
-        dropout=cfg.dropout,
-        weight_drop=cfg.weight_drop,
-    )
-    model = CharModel(mconf).to(device)
-    if start_from is not None:
-        model.load_state_dict(start_from.model.state_dict())
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    step, epoch, win, elapsed, best_val = 0, 0, 0, 0.0, math.inf
-    hidden = None
-    if ranks.rank:
-        torch.manual_seed(cfg.seed + ranks.rank)  # the same initial weights, different dropout masks
-    if saved is not None:
-        model.load_state_dict(saved["model"])
-        opt.load_state_dict(saved["optimizer"])
-        step, epoch, win = saved["step"], saved["epoch"], saved["window"]
-        elapsed, best_val = saved["elapsed"], saved["best_val"]
-        mine = saved["hidden"] if ranks.world == 1 else saved["hidden"][ranks.rank]
-        hidden = tuple(h.to(device) for h in mine) if mine else None
-        torch.set_rng_state(saved["rng"] if ranks.world == 1 else saved["rng"][ranks.rank])
-        if device.type == "cuda" and saved.get("cuda_rng") is not None and ranks.world == 1:
-            torch.cuda.set_rng_state(saved["cuda_rng"])
-    net = model
-    if ranks.active:
-        from torch.nn.parallel import DistributedDataParallel
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net = DistributedDataParallel(self.model, device_ids=ids)
+        lineage = _lineage(start_from.info) if start_from is not None else None
+        self.parent = lineage or (self.saved.parent if self.saved is not None else None)
 
-        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    def _restore(self) -> None:
+        """Where the loop starts: the beginning, or exactly where the saved run stopped."""
+        self.step, self.epoch, self.window, self.elapsed, self.best_val = 0, 0, 0, 0.0, math.inf
+        self.hidden, self.last_eval_step = None, -1
+        saved = self.saved
+        if saved is None:
+            return
+        self.model.load_state_dict(saved.model)
+        self.opt.load_state_dict(saved.optimizer)
+        self.step, self.epoch, self.window = saved.step, saved.epoch, saved.window
+        self.elapsed, self.best_val, self.last_eval_step = saved.elapsed, saved.best_val, saved.step
+        hidden, rng = saved.for_rank(self.ranks.rank)
+        self.hidden = tuple(h.to(self.device) for h in hidden) if hidden else None
+        torch.set_rng_state(rng)
+        if self.device.type == "cuda" and saved.cuda_rng is not None and self.ranks.world == 1:
+            torch.cuda.set_rng_state(saved.cuda_rng)
 
-    total_steps = cfg.epochs * n_windows
-    if cfg.max_steps:
-        total_steps = min(total_steps, cfg.max_steps)
-    next_eval_at = FIRST_EVAL_SECONDS + elapsed  # for the automatic cadence (eval_every == 0)
-    last_eval_seconds = 0.0
-    chars_per_step = rows * cfg.seq_length
-    baseline_windows = max(1, math.ceil(BASELINE_CHARS / (cfg.batch_size * cfg.seq_length)))
-    baseline_val = None
-    if baseline_model is not None:
-        emit(te.Data(message=f"scoring {Path(baseline).name} on {BASELINE_CHARS:,} chars of the validation text"))
-        baseline_val = baseline_loss(baseline_model, vocab, val_ids, cfg, baseline_windows)
-    emit(
-        te.Start(
-            params=model.n_params,
-            chars=len(corpus),
-            train_chars=len(train_ids),
-            val_chars=len(val_ids),
-            vocab_size=len(vocab),
-            steps_per_epoch=n_windows,
-            total_steps=total_steps,
-            epochs=cfg.epochs,
-            step=step,
-            device=str(device),
-            processes=ranks.world,
-            out=str(out),
-            resumed=saved is not None,
-            max_time=cfg.max_time,
-            config=cfg.to_dict(),
-            baseline=str(baseline) if baseline else None,
-            baseline_val_loss=baseline_val,
+    # --- the loop -----------------------------------------------------------------------------
+
+    def run(self) -> TrainResult:
+        self._begin()
+        self.model.train()
+        while True:
+            if self.window == self.n_windows:  # the end of an epoch: every row starts again
+                self.epoch, self.window, self.hidden = self.epoch + 1, 0, None
+            if self.stopping():
+                break
+            due = self.train_step()
+            if self.stopping():
+                break
+            if due:
+                self.evaluate()
+        return self.finish()
+
+    def stopping(self) -> bool:
+        """Every reason the loop ends: the epochs are done, the step or time budget is spent, or a stop."""
+        return self.epoch >= self.cfg.epochs or self.budget_spent or bool(self.stop)
+
+    def _begin(self) -> None:
+        """Score the baseline, send `start`, and start the clocks."""
+        cfg, baseline = self.cfg, self.baseline
+        self.baseline_windows = max(1, math.ceil(BASELINE_CHARS / (cfg.batch_size * cfg.seq_length)))
+        self.baseline_val = None
+        if baseline and self.ranks.is_main:
+            loaded = _load_baseline(baseline)
+            self.emit(
+                te.Data(message=f"scoring {Path(baseline).name} on {BASELINE_CHARS:,} chars of the validation text")
+            )
+            self.baseline_val = baseline_loss(loaded, self.vocab, self.val_ids, cfg, self.baseline_windows)
+        self.emit(
+            te.Start(
+                params=self.model.n_params,
+                chars=len(self.corpus),
+                train_chars=len(self.train_ids),
+                val_chars=len(self.val_ids),
+                vocab_size=len(self.vocab),
+                steps_per_epoch=self.n_windows,
+                total_steps=self.total_steps,
+                epochs=cfg.epochs,
+                step=self.step,
+                device=str(self.device),
+                processes=self.ranks.world,
+                out=str(self.out),
+                resumed=self.saved is not None,
+                max_time=cfg.max_time,
+                config=cfg.to_dict(),
+                baseline=str(baseline) if baseline else None,
+                baseline_val_loss=self.baseline_val,
+            )
         )
-    )
+        self.started = time.monotonic() - self.elapsed
+        self.next_eval_at = FIRST_EVAL_SECONDS + self.elapsed  # the automatic cadence (eval_every == 0)
+        self.last_eval_seconds, self.last_step_event, self.train_loss = 0.0, 0.0, math.nan
+        self.t_window, self.chars_window = time.monotonic(), 0
+        spent_time = bool(cfg.max_time) and self.elapsed >= cfg.max_time
+        self.budget_spent = bool(cfg.max_steps and self.step >= cfg.max_steps) or self.agreed(spent_time)
 
-    started = time.monotonic() - elapsed
-    last_step_event = 0.0
-    train_loss = math.nan
-    last_eval_step = step if saved is not None else -1
-    parent = _lineage(start_from.info) if start_from is not None else (saved or {}).get("parent")
-    info_base = {
-        **corpus.describe(),
-        **({"parent": parent} if parent else {}),
-        "command": command,
-        "charterm_version": __version__,
-        "machine": machine_description(device) + (f", {ranks.world} processes" if ranks.world > 1 else ""),
-        "train_config": cfg.to_dict(),
-    }
+    def train_step(self) -> bool:
+        """One window of every row: forward, backward, clip, Adam. Returns whether validation is due."""
+        cfg, ranks = self.cfg, self.ranks
+        if self.window == 0 and self.hidden is None:
+            self.hidden = self.model.init_state(cfg.batch_size, self.device)
+        lr = lr_at(cfg, self.step, self.progress())
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+        xs, ys = window(self.train_ids, self.starts, self.window * cfg.seq_length, cfg.seq_length)
+        x, y = torch.from_numpy(xs).to(self.device), torch.from_numpy(ys).to(self.device)
+        hidden = tuple(h.detach() for h in self.hidden)
+        if cfg.state_reset > 0:
+            keep = kept_rows(cfg, self.step, self.rows)[ranks.rank * cfg.batch_size : (ranks.rank + 1) * cfg.batch_size]
+            hidden = tuple(h * keep.view(1, -1, 1).to(self.device) for h in hidden)
+        with autocast_for(self.device):
+            logits, self.hidden = self.net(x, hidden)
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1))
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip)
+        self.opt.step()
+        self.step, self.window, self.chars_window = (
+            self.step + 1,
+            self.window + 1,
+            self.chars_window + self.chars_per_step,
+        )
+        self.train_loss = loss.item()
+        now = time.monotonic()
+        self.budget_spent = bool(cfg.max_steps and self.step >= cfg.max_steps) or (
+            bool(cfg.max_time) and now - self.started >= cfg.max_time
+        )
+        due = self.step % cfg.eval_every == 0 if cfg.eval_every else now - self.started >= self.next_eval_at
+        if due and cfg.max_time and now - self.started + self.last_eval_seconds >= cfg.max_time:
+            due = False  # the final evaluation at the end of the budget will do
+        if ranks.active:  # one small all-reduce a step: the mean loss and what the ranks agree on
+            loss_sum, stopping, spent, due_any = ranks.sum([self.train_loss, bool(self.stop), self.budget_spent, due])
+            self.train_loss, self.budget_spent, due = loss_sum / ranks.world, spent > 0, due_any > 0
+            if stopping and not self.stop:
+                self.stop.set("interrupted")
+        self._report_step(lr, now)
+        return due
 
-    def agreed(flag: bool) -> bool:
-        """True on every rank when it is true on any (ranks must agree on when to stop)."""
-        return ranks.sum([float(flag)])[0] > 0 if ranks.active else flag
+    def _report_step(self, lr: float, now: float) -> None:
+        """A `step` event at most every 0.1 s; the rate is over the last few seconds."""
+        if now - self.last_step_event < 0.1 and self.step != 1:
+            return
+        self.emit(
+            te.Step(
+                step=self.step,
+                total_steps=self.total_steps,
+                epoch=self.epoch + self.window / self.n_windows,
+                loss=self.train_loss,
+                lr=lr,
+                chars_per_sec=round(self.chars_window / max(1e-9, now - self.t_window), 1),
+                elapsed=round(now - self.started, 2),
+                progress=round(min(1.0, self.progress()), 5),
+            )
+        )
+        self.last_step_event = now
+        if now - self.t_window > 5:
+            self.t_window, self.chars_window = now, 0
 
-    def progress() -> float:
-        p = step / total_steps if total_steps else 1.0
-        if cfg.max_time:
-            p = max(p, (time.monotonic() - started) / cfg.max_time)
+    def progress(self) -> float:
+        p = self.step / self.total_steps if self.total_steps else 1.0
+        if self.cfg.max_time:
+            p = max(p, (time.monotonic() - self.started) / self.cfg.max_time)
         return p
 
-    def save_resume() -> None:
-        mine = tuple(h.detach().cpu() for h in hidden) if hidden is not None else None
-        hiddens, rngs = ranks.gather(mine), ranks.gather(torch.get_rng_state())
-        if not ranks.is_main:
-            return
-        payload = {
-            "format": RESUME_FORMAT,
-            "config": cfg.to_dict(),
-            "model": model.state_dict(),
-            "optimizer": opt.state_dict(),
-            "step": step,
-            "epoch": epoch,
-            "window": win,
-            "elapsed": time.monotonic() - started,
-            "best_val": best_val,
-            "world": ranks.world,
-            "hidden": hiddens[0] if ranks.world == 1 else hiddens,
-            "rng": rngs[0] if ranks.world == 1 else rngs,
-            "cuda_rng": torch.cuda.get_rng_state() if device.type == "cuda" else None,
-            "vocab": list(vocab.chars),
-            "unknown": vocab.unknown,
-            "data_sha256": data_sha,
-            "parent": parent,
-        }
-        with atomic_path(rpath) as tmp:
-            torch.save(payload, tmp)
+    def agreed(self, flag: bool) -> bool:
+        """True on every rank when it is true on any (ranks must agree on when to stop)."""
+        return self.ranks.sum([float(flag)])[0] > 0 if self.ranks.active else flag
 
-    def run_eval() -> None:
-        nonlocal best_val, last_eval_step, next_eval_at, last_eval_seconds
-        t0 = time.monotonic()
+    # --- evaluation, checkpoint, resume state, finish ------------------------------------------
+
+    def evaluate(self) -> None:
+        """Score the validation text; keep the model if it is the best yet; save the resume state."""
+        cfg, ranks, t0 = self.cfg, self.ranks, time.monotonic()
         val, n = evaluate(
-            model,
-            val_ids,
+            self.model,
+            self.val_ids,
             cfg.batch_size,
             cfg.seq_length,
-            should_stop=(lambda: bool(stop)) if not ranks.active else (lambda: False),
+            should_stop=(lambda: bool(self.stop)) if not ranks.active else (lambda: False),
             part=(ranks.rank, ranks.world),
-            max_windows=eval_windows,
+            max_windows=self.eval_windows,
         )
         if ranks.active:
             total, n = ranks.sum([val * n, n])
             val = total / n
-        if agreed(bool(stop)):
-            stop.set(stop.reason or "interrupted")
+        if self.agreed(bool(self.stop)):
+            self.stop.set(self.stop.reason or "interrupted")
             return
-        last_eval_step = step
-        spent = last_eval_seconds = time.monotonic() - t0
-        next_eval_at = time.monotonic() - started + max(FIRST_EVAL_SECONDS, spent * (1 - EVAL_SHARE) / EVAL_SHARE)
-        improved = val < best_val
-        emit(
+        self.last_eval_step = self.step
+        spent = self.last_eval_seconds = time.monotonic() - t0
+        self.next_eval_at = (
+            time.monotonic() - self.started + max(FIRST_EVAL_SECONDS, spent * (1 - EVAL_SHARE) / EVAL_SHARE)
+        )
+        improved = val < self.best_val
+        self.emit(
             te.Eval(
-                step=step,
-                epoch=epoch + win / n_windows,
+                step=self.step,
+                epoch=self.epoch + self.window / self.n_windows,
                 val_loss=val,
-                train_loss=train_loss,
-                best_val_loss=min(val, best_val),
+                train_loss=self.train_loss,
+                best_val_loss=min(val, self.best_val),
                 improved=improved,
                 seconds=round(spent, 3),
             )
         )
         ranks.barrier()
         if improved:
-            best_val = val
-            if ranks.is_main:
-                info = {
-                    **info_base,
-                    "epochs": round(epoch + win / n_windows, 4),
-                    "steps": step,
-                    "val_loss": val,
-                    "train_loss": train_loss,
-                    "wall_time": round(time.monotonic() - started, 1),
-                    "created": datetime.now(UTC).isoformat(timespec="seconds"),
-                }
-                save_model(out, model, vocab, info)
-            mine = None
-            if baseline_val is not None:  # this model on the chars the baseline was scored on
-                mine, _ = evaluate(model, val_ids, cfg.batch_size, cfg.seq_length, max_windows=baseline_windows)
-                model.train()
-            emit(
-                te.Checkpoint(
-                    step=step, val_loss=val, path=str(out), baseline_val_loss=baseline_val, compared_val_loss=mine
-                )
-            )
-        save_resume()
+            self.best_val = val
+            self.checkpoint(val)
+        self.save_resume()
+        self.t_window, self.chars_window = time.monotonic(), 0
 
-    model.train()
-    t_window, chars_window = time.monotonic(), 0
-    budget_spent = bool(cfg.max_steps and step >= cfg.max_steps) or agreed(
-        bool(cfg.max_time) and elapsed >= cfg.max_time
-    )
-    while epoch < cfg.epochs and not stop and not budget_spent:
-        if win == 0 and hidden is None:
-            hidden = model.init_state(cfg.batch_size, device)
-        while win < n_windows:
-            lr = lr_at(cfg, step, progress())
-            for group in opt.param_groups:
-                group["lr"] = lr
-            xs, ys = window(train_ids, starts, win * cfg.seq_length, cfg.seq_length)
-            x, y = torch.from_numpy(xs).to(device), torch.from_numpy(ys).to(device)
-            hidden = tuple(h.detach() for h in hidden)
-            if cfg.state_reset > 0:
-                keep = kept_rows(cfg, step, rows)[ranks.rank * cfg.batch_size : (ranks.rank + 1) * cfg.batch_size]
-                hidden = tuple(h * keep.view(1, -1, 1).to(device) for h in hidden)
-            with _autocast(device):
-                logits, hidden = net(x, hidden)
-                loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
-            opt.step()
-            step += 1
-            win += 1
-            chars_window += chars_per_step
-            train_loss = loss.item()
-            now = time.monotonic()
-            budget_spent = bool(cfg.max_steps and step >= cfg.max_steps) or (
-                bool(cfg.max_time) and now - started >= cfg.max_time
+    def checkpoint(self, val: float) -> None:
+        """Write the model (rank 0) and send `checkpoint`, compared with the baseline if there is one."""
+        if self.ranks.is_main:
+            info = {
+                **self.corpus.describe(),
+                **({"parent": self.parent} if self.parent else {}),
+                "command": self.command,
+                "charterm_version": __version__,
+                "machine": machine_description(self.device)
+                + (f", {self.ranks.world} processes" if self.ranks.world > 1 else ""),
+                "train_config": self.cfg.to_dict(),
+                "epochs": round(self.epoch + self.window / self.n_windows, 4),
+                "steps": self.step,
+                "val_loss": val,
+                "train_loss": self.train_loss,
+                "wall_time": round(time.monotonic() - self.started, 1),
+                "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            }
+            save_model(self.out, self.model, self.vocab, info)
+        compared = None
+        if self.baseline_val is not None:  # this model on the chars the baseline was scored on
+            cfg = self.cfg
+            compared, _ = evaluate(
+                self.model, self.val_ids, cfg.batch_size, cfg.seq_length, max_windows=self.baseline_windows
             )
-            due = step % cfg.eval_every == 0 if cfg.eval_every else now - started >= next_eval_at
-            if due and cfg.max_time and now - started + last_eval_seconds >= cfg.max_time:
-                due = False  # the final evaluation at the end of the budget will do
-            if ranks.active:  # one small all-reduce a step: the mean loss and what the ranks agree on
-                loss_sum, stopping, spent, due_any = ranks.sum([train_loss, bool(stop), budget_spent, due])
-                train_loss, budget_spent, due = loss_sum / ranks.world, spent > 0, due_any > 0
-                if stopping and not stop:
-                    stop.set("interrupted")
-            if now - last_step_event >= 0.1 or step == 1:
-                rate = chars_window / max(1e-9, now - t_window)
-                emit(
-                    te.Step(
-                        step=step,
-                        total_steps=total_steps,
-                        epoch=epoch + win / n_windows,
-                        loss=train_loss,
-                        lr=lr,
-                        chars_per_sec=round(rate, 1),
-                        elapsed=round(now - started, 2),
-                        progress=round(min(1.0, progress()), 5),
-                    )
-                )
-                last_step_event = now
-                if now - t_window > 5:
-                    t_window, chars_window = now, 0
-            if stop or budget_spent:
-                break
-            if due:
-                run_eval()
-                t_window, chars_window = time.monotonic(), 0
-        else:
-            win, hidden = 0, None
-            epoch += 1
-            continue
-        break
-
-    if not agreed(bool(stop)) and last_eval_step != step:
-        run_eval()
-    interrupted = agreed(bool(stop))
-    if interrupted:
-        stop.set(stop.reason or "interrupted")
-        save_resume()
-    fingerprints = ranks.gather(weights_fingerprint(model)) if ranks.world > 1 else []
-    emit(
-        te.Done(
-            step=step,
-            epoch=epoch + win / n_windows,
-            best_val_loss=best_val,
-            reason=stop.reason if interrupted else "finished",
-            elapsed=round(time.monotonic() - started, 2),
-            out=str(out),
-            resume=str(rpath),
-            rank_fingerprints=fingerprints,
+            self.model.train()
+        self.emit(
+            te.Checkpoint(
+                step=self.step,
+                val_loss=val,
+                path=str(self.out),
+                baseline_val_loss=self.baseline_val,
+                compared_val_loss=compared,
+            )
         )
-    )
-    return TrainResult(out, rpath, step, best_val, interrupted)
+
+    def save_resume(self) -> None:
+        mine = tuple(h.detach().cpu() for h in self.hidden) if self.hidden is not None else None
+        hiddens, rngs = self.ranks.gather(mine), self.ranks.gather(torch.get_rng_state())
+        if not self.ranks.is_main:
+            return
+        one = self.ranks.world == 1
+        ResumeState(
+            config=self.cfg.to_dict(),
+            model=self.model.state_dict(),
+            optimizer=self.opt.state_dict(),
+            step=self.step,
+            epoch=self.epoch,
+            window=self.window,
+            elapsed=time.monotonic() - self.started,
+            best_val=self.best_val,
+            vocab=list(self.vocab.chars),
+            data_sha256=self.corpus.sha256,
+            hidden=hiddens[0] if one else hiddens,
+            rng=rngs[0] if one else rngs,
+            cuda_rng=torch.cuda.get_rng_state() if self.device.type == "cuda" else None,
+            world=self.ranks.world,
+            unknown=self.vocab.unknown,
+            parent=self.parent,
+        ).save(self.resume_path)
+
+    def finish(self) -> TrainResult:
+        """A last evaluation unless the step was just scored; on a stop, the resume state; `done`."""
+        if not self.agreed(bool(self.stop)) and self.last_eval_step != self.step:
+            self.evaluate()
+        interrupted = self.agreed(bool(self.stop))
+        if interrupted:
+            self.stop.set(self.stop.reason or "interrupted")
+            self.save_resume()
+        fingerprints = self.ranks.gather(weights_fingerprint(self.model)) if self.ranks.world > 1 else []
+        self.emit(
+            te.Done(
+                step=self.step,
+                epoch=self.epoch + self.window / self.n_windows,
+                best_val_loss=self.best_val,
+                reason=self.stop.reason if interrupted else "finished",
+                elapsed=round(time.monotonic() - self.started, 2),
+                out=str(self.out),
+                resume=str(self.resume_path),
+                rank_fingerprints=fingerprints,
+            )
+        )
+        return TrainResult(self.out, self.resume_path, self.step, self.best_val, interrupted)
+
+
+def run_training(cfg: TrainConfig, **options) -> TrainResult:
+    """Train per `cfg` (see `Trainer` for the options)."""
+    return Trainer(cfg, **options).run()
 
 
 LINEAGE_KEYS = (
@@ -541,7 +642,7 @@ def _start_from(cfg: TrainConfig, explicit: set[str]):
 
 
 def _open_corpus_once(
-    cfg: TrainConfig, data_path: Path, saved: dict | None, ranks: Ranks, emit, vocab: Vocabulary | None = None
+    cfg: TrainConfig, data_path: Path, saved: "ResumeState | None", ranks: Ranks, emit, vocab: Vocabulary | None = None
 ) -> Corpus:
     """The training text as token ids; under torchrun rank 0 encodes it and the others then find
     it in the cache. On --resume the text must be the saved run's. With `vocab` (--init-from)
@@ -558,15 +659,15 @@ def _open_corpus_once(
             on_fold=lambda r: emit(te.Data(message=f"{data_path}: {r.describe()}")),
         )
         if saved is not None:
-            old = Vocabulary(saved["vocab"], saved.get("unknown"))
+            old = Vocabulary(saved.vocab, saved.unknown)
             if old != corpus.vocab:
                 raise CharTermError(
                     f"{data_path} has a different vocabulary from the saved run: {_vocab_difference(old, corpus.vocab)}"
                 )
-            if saved["data_sha256"] != corpus.sha256:
+            if saved.data_sha256 != corpus.sha256:
                 raise CharTermError(
                     f"{data_path} changed since the saved run (sha256 {corpus.sha256[:12]}, was "
-                    f"{saved['data_sha256'][:12]}); restore the original text or start a new run without --resume"
+                    f"{saved.data_sha256[:12]}); restore the original text or start a new run without --resume"
                 )
         return corpus
 

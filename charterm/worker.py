@@ -197,7 +197,7 @@ class Worker:
             self.send_story(msg.id)
         if msg.text:
             self.outbox.send(p.Appended(id=msg.id, author="person", text=msg.text))
-            report = s.feed(msg.text)
+            report = s.append_person_turn(msg.text)
             if report:
                 s.notices.append(f"not in the model's alphabet: {report.describe()}")
             self.send_committed(msg.id, s.turns[-1])

@@ -12,7 +12,7 @@ from conftest import run_cli
 from charterm.checkpoint import load_model
 from charterm.config import TrainConfig
 from charterm.text import windows_in
-from charterm.training import load_resume_state, run_training
+from charterm.training import ResumeState, run_training
 
 pytestmark = pytest.mark.slow
 
@@ -49,9 +49,9 @@ def test_two_ranks_train_one_model_and_resume(tmp_path, corpus):
     g = run_cli("generate", "--model", out, "--prime", "Anna", "--chars", "200", "--seed", "3")
     assert g.returncode == 0 and len(g.stdout) >= 200
 
-    state = load_resume_state(out.with_name("ddp.resume.pt"))
-    assert state["world"] == 2 and len(state["hidden"]) == 2 and len(state["rng"]) == 2
-    assert not torch.equal(state["hidden"][0][0], state["hidden"][1][0])  # each rank has its own rows
+    state = ResumeState.load(out.with_name("ddp.resume.pt"))
+    assert state.world == 2 and len(state.hidden) == 2 and len(state.rng) == 2
+    assert not torch.equal(state.hidden[0][0], state.hidden[1][0])  # each rank has its own rows
 
     r, events = torchrun(2, "--data", corpus, "--out", out, "--max-steps", "20", "--resume", *ARGS)
     assert r.returncode == 0, r.stderr[-3000:]

@@ -22,7 +22,7 @@ from conftest import run_cli
 
 from charterm.checkpoint import load_model
 from charterm.config import TrainConfig
-from charterm.training import load_resume_state, resume_path_for, run_training
+from charterm.training import ResumeState, resume_path_for, run_training
 
 CHILD_ENV = {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 SMALL = ["--hidden", "32", "--batch-size", "8", "--seq-length", "32", "--epochs", "50", "--device", "cpu"]
@@ -165,9 +165,9 @@ def test_sigkill_at_any_moment_leaves_loadable_files_and_a_resumable_run(corpus,
             loaded = load_model(out)  # never a half-written model file
             assert 0 < loaded.info["steps"] and loaded.info["steps"] % 5 == 0
         assert rpath.exists(), f"no resume state after kill {i}"
-        state = load_resume_state(rpath)  # never a half-written resume state
-        assert state["step"] % 5 == 0 and state["step"] >= (saved_steps[-1] if saved_steps else 5)
-        saved_steps.append(state["step"])
+        state = ResumeState.load(rpath)  # never a half-written resume state
+        assert state.step % 5 == 0 and state.step >= (saved_steps[-1] if saved_steps else 5)
+        saved_steps.append(state.step)
         temps = stale_temp_files(tmp_path)
         assert all(t.startswith((".m.safetensors.", ".m.resume.pt.")) for t in temps), temps
         temp_counts.append(len(temps))
@@ -177,7 +177,7 @@ def test_sigkill_at_any_moment_leaves_loadable_files_and_a_resumable_run(corpus,
     )
     assert final.returncode == 0, final.stderr
     assert "Traceback" not in final.stderr
-    assert load_resume_state(rpath)["step"] == saved_steps[-1] + 10
+    assert ResumeState.load(rpath).step == saved_steps[-1] + 10
     assert load_model(out).info["steps"] <= saved_steps[-1] + 10
     print(
         f"\nkilled after events at steps {killed_at}; resume states at steps {saved_steps}; "
@@ -206,19 +206,19 @@ def test_resume_after_sigkill_is_exact(corpus, tmp_path):
     run.wait_for(lambda e: is_step(e) and e["step"] > 10)  # the step-10 eval and its saves are done
     rc = run.finish(signal.SIGKILL)
     assert rc == -signal.SIGKILL, run.stderr()
-    killed_state = load_resume_state(resume_path_for(b))
-    assert 10 <= killed_state["step"] < n
+    killed_state = ResumeState.load(resume_path_for(b))
+    assert 10 <= killed_state.step < n
 
     resumed = run_cli(*train_args(corpus, b, *flags, "--resume"), env=CHILD_ENV)
     assert resumed.returncode == 0, resumed.stderr
-    sa, sb = load_resume_state(resume_path_for(a)), load_resume_state(resume_path_for(b))
-    assert sa["step"] == sb["step"] == n
-    for k in sa["model"]:
-        assert torch.allclose(sa["model"][k], sb["model"][k], atol=1e-6), k
-    for pid, pa in sa["optimizer"]["state"].items():
-        pb = sb["optimizer"]["state"][pid]
+    sa, sb = ResumeState.load(resume_path_for(a)), ResumeState.load(resume_path_for(b))
+    assert sa.step == sb.step == n
+    for k in sa.model:
+        assert torch.allclose(sa.model[k], sb.model[k], atol=1e-6), k
+    for pid, pa in sa.optimizer["state"].items():
+        pb = sb.optimizer["state"][pid]
         assert torch.allclose(pa["exp_avg"], pb["exp_avg"], atol=1e-6) and pa["step"] == pb["step"]
-    assert sa["best_val"] == pytest.approx(sb["best_val"], abs=1e-6)
+    assert sa.best_val == pytest.approx(sb.best_val, abs=1e-6)
     ma, mb = load_model(a), load_model(b)
     assert ma.info["steps"] == mb.info["steps"]
     wa, wb = ma.model.state_dict(), mb.model.state_dict()
@@ -246,8 +246,8 @@ def test_signal_stops_a_slow_step_promptly(corpus, tmp_path, sig):
 
     step_time = (steps[2]["elapsed"] - steps[1]["elapsed"]) / (steps[2]["step"] - steps[1]["step"])
     rpath = resume_path_for(out)
-    state = torch.load(rpath, map_location="cpu", weights_only=True)
-    assert state["step"] == done["step"] >= steps[2]["step"]
+    state = ResumeState.load(rpath)
+    assert state.step == done["step"] >= steps[2]["step"]
     probe = tmp_path / "probe.pt"
     s0 = time.monotonic()
     torch.save(state, probe)  # what one resume-state save costs here, now
@@ -296,6 +296,6 @@ def test_train_cleans_temp_files_left_by_a_killed_run(corpus, tmp_path):
     other.write_bytes(b"x")
     run = Trainer(train_args(corpus, out, "--resume", "--max-steps", 6), tmp_path, "run", forked=True)
     assert run.finish(timeout=120) == 0, run.stderr()
-    assert load_resume_state(resume_path_for(out))["step"] == 6
+    assert ResumeState.load(resume_path_for(out)).step == 6
     assert other.exists()
     assert stale_temp_files(tmp_path) == [other.name]

@@ -3,7 +3,7 @@ from torch import nn
 
 from charterm.config import ModelConfig
 from charterm.model import CharModel, cheap_dropout
-from charterm.sampling import CharSampler, Generation, Stepper, feed
+from charterm.sampling import CharSampler, Generation, Stepper, run_ids
 
 
 def make(cell="lstm", hidden=32, layers=2, vocab=11, seed=0):
@@ -136,7 +136,7 @@ def test_stepper_int8_is_close_to_fp32():
 def test_feed_then_generate_is_seeded_and_continues_the_state():
     m = make()
     stepper = Stepper(m, "fp32")
-    logits, state = feed(m, [1, 2, 3])
+    logits, state = run_ids(m, [1, 2, 3])
 
     def draw(seed, n=30):
         gen = Generation(stepper, logits, state, CharSampler(top_k=3, temperature=1.0, seed=seed))
@@ -152,7 +152,7 @@ def test_feed_then_generate_is_seeded_and_continues_the_state():
     c, _ = draw(6)
     assert a == b and a != c
     # the state after stopping equals feeding the prime and the generated chars as one sequence
-    _, fed_state = feed(m, [1, 2, 3] + a)
+    _, fed_state = run_ids(m, [1, 2, 3] + a)
     assert all(torch.allclose(x, y, atol=1e-4) for x, y in zip(gen.state, fed_state, strict=True))
 
 
@@ -188,11 +188,11 @@ def test_loading_and_sampling_do_not_import_torch_dynamo(tmp_path):
         "from charterm.config import ModelConfig\n"
         "from charterm.model import CharModel\n"
         "from charterm.text import Vocabulary\n"
-        "from charterm.sampling import CharSampler, Generation, Stepper, feed\n"
+        "from charterm.sampling import CharSampler, Generation, Stepper, run_ids\n"
         f"p = {str(tmp_path / 'm.safetensors')!r}\n"
         "save_model(p, CharModel(ModelConfig(vocab_size=3, hidden=8)), Vocabulary('ab '), {})\n"
         "m = load_model(p)\n"
-        "logits, state = feed(m.model, [0, 1])\n"
+        "logits, state = run_ids(m.model, [0, 1])\n"
         "g = iter(Generation(Stepper(m.model), logits, state, CharSampler(seed=1)))\n"
         "[next(g) for _ in range(5)]\n"
         "print('torch._dynamo' in sys.modules)\n"

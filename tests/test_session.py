@@ -20,7 +20,7 @@ from charterm.checkpoint import load_model, save_model
 from charterm.config import ModelConfig
 from charterm.errors import UsageError
 from charterm.model import CharModel
-from charterm.sampling import feed
+from charterm.sampling import run_ids
 from charterm.session import Session, Settings, pack_state, unpack_state
 from charterm.store import MODEL, PERSON, Store
 
@@ -71,7 +71,7 @@ def other_model(loaded, tmp_path):
 
 
 def start_state(loaded):
-    return feed(loaded.model, [loaded.vocab.index["\n"]])[1]
+    return run_ids(loaded.model, [loaded.vocab.index["\n"]])[1]
 
 
 def fed_state(loaded, text):
@@ -79,7 +79,7 @@ def fed_state(loaded, text):
     folded, _ = loaded.vocab.fold(text)
     state = start_state(loaded)
     if folded:
-        state = feed(loaded.model, [loaded.vocab.index[c] for c in folded], state)[1]
+        state = run_ids(loaded.model, [loaded.vocab.index[c] for c in folded], state)[1]
     return state
 
 
@@ -117,7 +117,7 @@ def test_turns_are_what_was_shown_and_states_are_what_feeding_the_text_gives(sto
     assert s.text == "" and s.runs() == []
     assert_close(s.state, start_state(loaded))
 
-    s.feed("every family ")
+    s.append_person_turn("every family ")
     assert_close(s.state, fed_state(loaded, s.text))
     shown = []
     with s.continue_() as cont:
@@ -128,7 +128,7 @@ def test_turns_are_what_was_shown_and_states_are_what_feeding_the_text_gives(sto
     assert s.turns[-1].author == MODEL and s.turns[-1].text == "".join(shown) == cont.turn.text
     assert_close(s.state, fed_state(loaded, s.text))
 
-    s.feed("is happy ")
+    s.append_person_turn("is happy ")
     cont = s.continue_(80)
     second = "".join(cont)
     assert len(second) == 80
@@ -142,12 +142,12 @@ def test_turns_are_what_was_shown_and_states_are_what_feeding_the_text_gives(sto
     # every cached state is the session's state after that turn
     for i, t in enumerate(story.turns):
         assert t.fingerprint == loaded.fingerprint
-        assert_equal(unpack_state(t.state, loaded), s.state_after(i))
+        assert_equal(unpack_state(t.state, loaded), s.ensure_state(i))
 
 
 def test_continuation_close_commits_what_was_yielded(store, home, loaded):
     s = session(store, loaded)
-    s.feed("every family ")
+    s.append_person_turn("every family ")
     cont = s.continue_(120)
     text = "".join(cont)
     turn = cont.close()
@@ -162,7 +162,7 @@ def test_same_seed_same_story_and_run_is_the_same_as_iterating(tmp_path, loaded)
     for i in range(2):
         st = Store(tmp_path / f"{i}.db")
         s = session(st, loaded, seed=42, chars=100)
-        s.feed("every family ")
+        s.append_person_turn("every family ")
         texts.append((s.continue_().run().text, "".join(c for c in s.continue_(60))))
         st.close()
     assert texts[0] == texts[1]
@@ -175,11 +175,11 @@ def test_same_seed_same_story_and_run_is_the_same_as_iterating(tmp_path, loaded)
 def test_undo_restores_exactly_the_previous_state(store, home, loaded):
     s = session(store, loaded, chars=60)
     assert s.undo() is None  # nothing to undo in an empty story
-    s.feed("every family ")
+    s.append_person_turn("every family ")
     after_person = tuple(x.clone() for x in s.state)
     s.continue_().run()
     after_model = tuple(x.clone() for x in s.state)
-    s.feed("is happy ")
+    s.append_person_turn("is happy ")
 
     undone = s.undo()
     assert (undone.author, undone.text) == (PERSON, "is happy ")
@@ -200,9 +200,9 @@ def test_undo_restores_exactly_the_previous_state(store, home, loaded):
 
 def test_undo_then_reopen_continues_from_the_right_state(store, home, loaded):
     s = session(store, loaded, chars=40)
-    s.feed("every family ")
+    s.append_person_turn("every family ")
     s.continue_().run()
-    s.feed("is ")
+    s.append_person_turn("is ")
     s.undo()
     st2 = Store(home / "stories.db")
     s2 = Session(loaded, st2, st2.load("s"), precision="fp32")
@@ -213,20 +213,20 @@ def test_undo_then_reopen_continues_from_the_right_state(store, home, loaded):
 
 def test_retry_replaces_the_models_turn_and_keeps_the_persons(store, home, loaded):
     s = session(store, loaded, chars=100)
-    s.feed("every family ")
+    s.append_person_turn("every family ")
     first = s.continue_().run()
-    before_retry = tuple(x.clone() for x in s.state_after(0))
+    before_retry = tuple(x.clone() for x in s.ensure_state(0))
 
     second = s.retry().run()
     assert [t.author for t in s.turns] == [PERSON, MODEL]
     assert s.turns[0].text == "every family "
     assert second.text != first.text  # the next seed of the session's seed stream
-    assert_equal(s.state_after(0), before_retry)
+    assert_equal(s.ensure_state(0), before_retry)
     assert db_turns(home, "s")[0] == [(PERSON, "every family "), (MODEL, second.text)]
     assert_close(s.state, fed_state(loaded, "every family " + second.text))
 
     # after a person's turn, retry removes nothing: it just continues
-    s.feed("is ")
+    s.append_person_turn("is ")
     third = s.retry(30).run()
     assert [t.text for t in s.turns] == ["every family ", second.text, "is ", third.text]
     assert len(third.text) == 30
@@ -234,15 +234,15 @@ def test_retry_replaces_the_models_turn_and_keeps_the_persons(store, home, loade
 
 def test_sync_after_another_window_retried_drops_the_replaced_turns_state(store, home, loaded):
     a = session(store, loaded, chars=60)
-    a.feed("every family ")
+    a.append_person_turn("every family ")
     old = a.continue_().run()
     store_b = Store(home / "stories.db")
     b = session(store_b, loaded, seed=9, chars=60)
     new = b.retry().run()
     assert new.text != old.text
-    a.feed("is ")  # reloads: the model's turn is b's now
+    a.append_person_turn("is ")  # reloads: the model's turn is b's now
     assert a.runs() == [(PERSON, "every family "), (MODEL, new.text), (PERSON, "is ")]
-    assert_close(a.state_after(1), fed_state(loaded, "every family " + new.text))
+    assert_close(a.ensure_state(1), fed_state(loaded, "every family " + new.text))
     assert_close(a.state, fed_state(loaded, a.text))
     store_b.close()
 
@@ -252,7 +252,7 @@ def test_sync_after_another_window_retried_drops_the_replaced_turns_state(store,
 
 def test_stop_from_another_thread_commits_exactly_the_yielded_chars(store, home, loaded):
     s = session(store, loaded)
-    s.feed("every family ")
+    s.append_person_turn("every family ")
     cont = s.continue_(100_000)
     got = []
     for ch in cont:
@@ -270,7 +270,7 @@ def test_stop_from_another_thread_commits_exactly_the_yielded_chars(store, home,
 
 def test_stop_while_streaming_keeps_what_was_shown(store, home, loaded):
     s = session(store, loaded)
-    s.feed("every family ")
+    s.append_person_turn("every family ")
     cont = s.continue_(100_000)
     timer = threading.Timer(0.3, cont.stop)
     timer.start()
@@ -284,7 +284,7 @@ def test_stop_while_streaming_keeps_what_was_shown(store, home, loaded):
 
 def test_a_continuation_with_no_chars_commits_nothing(store, home, loaded):
     s = session(store, loaded)
-    s.feed("every family ")
+    s.append_person_turn("every family ")
     cont = s.continue_(50)
     assert cont.close() is None
     assert db_turns(home, "s")[0] == [(PERSON, "every family ")]
@@ -295,7 +295,7 @@ def test_a_continuation_with_no_chars_commits_nothing(store, home, loaded):
 
 def test_stop_before_the_first_char_yields_nothing(store, home, loaded):
     s = session(store, loaded)
-    s.feed("every family ")
+    s.append_person_turn("every family ")
     cont = s.continue_(50)
     cont.stop()
     assert list(cont) == []
@@ -305,7 +305,7 @@ def test_stop_before_the_first_char_yields_nothing(store, home, loaded):
 
 def test_chars_limit_is_respected(store, loaded):
     s = session(store, loaded, chars=23)
-    s.feed("every ")
+    s.append_person_turn("every ")
     assert len("".join(s.continue_())) == 23  # the settings' chars
     assert len(s.continue_(7).run().text) == 7  # an explicit limit wins
     assert len(s.continue_(1).run().text) == 1
@@ -326,7 +326,7 @@ def test_stop_at_ends_the_turn_at_the_first_sentence_or_paragraph_end(tmp_path, 
         for stop in ("none", stop_at):
             st = Store(tmp_path / f"{stop}-{seed}.db")
             s = session(st, loaded, precision="int8", seed=seed, chars=1000, stop_at=stop)
-            s.feed("She said so.\n\n")
+            s.append_person_turn("She said so.\n\n")
             runs[stop] = s.continue_().run().text
             st.close()
         full, stopped = runs["none"], runs[stop_at]
@@ -378,7 +378,7 @@ def test_a_new_seed_restarts_the_seed_stream(tmp_path, loaded):
     for i in range(2):
         st = Store(tmp_path / f"{i}.db")
         s = session(st, loaded, seed=5, chars=60)
-        s.feed("every ")
+        s.append_person_turn("every ")
         if i == 1:
             s.continue_().run()
             s.undo()
@@ -396,22 +396,22 @@ def test_a_new_seed_restarts_the_seed_stream(tmp_path, loaded):
 def _build_story(store, loaded, **kw):
     kw.setdefault("chars", 120)
     s = session(store, loaded, **kw)
-    s.feed("every family ")
+    s.append_person_turn("every family ")
     s.continue_().run()
-    s.feed("is happy. ")
+    s.append_person_turn("is happy. ")
     s.continue_().run()
     return s
 
 
 def _count_feeds(monkeypatch):
     calls = []
-    real = session_mod.feed
+    real = session_mod.run_ids
 
     def counting(model, ids, state=None):
         calls.append(len(ids))
         return real(model, ids, state)
 
-    monkeypatch.setattr(session_mod, "feed", counting)
+    monkeypatch.setattr(session_mod, "run_ids", counting)
     return calls
 
 
@@ -424,7 +424,7 @@ def test_reopen_with_the_same_model_uses_the_cached_states(store, home, loaded, 
     assert s2.text == s.text
     assert s2._states[:-1] == [None] * 3 and s2._states[-1] is not None  # the rest is read when needed
     assert_equal(s2.state, s.state)
-    assert_equal(s2.state_after(1), s.state_after(1))
+    assert_equal(s2.ensure_state(1), s.ensure_state(1))
     assert calls == [1]
     st2.close()
 
@@ -497,7 +497,7 @@ def test_switch_model_keeps_the_text_and_rebuilds_the_state(store, home, loaded,
     runs, story = db_turns(home, "s")
     assert "".join(t for _, t in runs) == text
     assert story.model_path == str(other_model.path)
-    s.feed("every ")
+    s.append_person_turn("every ")
     assert_close(s.state, fed_state(other_model, text + "every "))
     assert len(s.continue_(25).run().text) == 25
 
@@ -520,7 +520,7 @@ def test_context_chars_limits_what_is_fed_on_rebuild(store, loaded, other_model)
 def test_person_text_outside_the_vocabulary_is_kept_as_typed(store, home, loaded):
     s = session(store, loaded, chars=40)
     typed = "every caf\u00e9 \u201cis\u201d \u0416\U0001f600 "
-    report = s.feed(typed)
+    report = s.append_person_turn(typed)
     assert report
     desc = report.describe()
     assert "changed" in desc and "dropped" in desc and "'\u0416'" in desc and "'\U0001f600'" in desc
@@ -529,12 +529,12 @@ def test_person_text_outside_the_vocabulary_is_kept_as_typed(store, home, loaded
     assert_close(s.state, fed_state(loaded, typed))
 
     before = tuple(x.clone() for x in s.state)
-    report = s.feed("\U0001f600\u0416")  # nothing the model knows: the state does not move
+    report = s.append_person_turn("\U0001f600\u0416")  # nothing the model knows: the state does not move
     assert report and s.turns[-1].text == "\U0001f600\u0416"
     assert_equal(s.state, before)
 
     assert len(s.continue_().run().text) == 40
-    assert not s.feed("every ")  # an in-vocabulary turn reports nothing
+    assert not s.append_person_turn("every ")  # an in-vocabulary turn reports nothing
     # a reopen that has to rebuild folds the same way
     store.db.execute("UPDATE turns SET state = NULL")
     st2 = Store(home / "stories.db")
@@ -549,15 +549,15 @@ def test_person_text_outside_the_vocabulary_is_kept_as_typed(store, home, loaded
 
 def test_a_turn_from_another_session_is_merged_before_the_next_one(store, home, loaded):
     a = session(store, loaded)
-    a.feed("every ")
+    a.append_person_turn("every ")
     store_b = Store(home / "stories.db")
     b = session(store_b, loaded, seed=9)
     assert b.text == "every "
-    b.feed("family ")
+    b.append_person_turn("family ")
     b_model = b.continue_(30).run()
 
     assert a.notices == []
-    a.feed("is happy ")
+    a.append_person_turn("is happy ")
     assert any("changed in another window" in n for n in a.notices)
     expected = [(PERSON, "every "), (PERSON, "family "), (MODEL, b_model.text), (PERSON, "is happy ")]
     assert a.runs() == expected
@@ -567,7 +567,7 @@ def test_a_turn_from_another_session_is_merged_before_the_next_one(store, home, 
     # a continuation that was running while b wrote lands after b's turn
     cont = a.continue_(40)
     shown = "".join(cont)
-    b.feed("way. ")
+    b.append_person_turn("way. ")
     cont.close()
     expected += [(PERSON, "way. "), (MODEL, shown)]
     assert db_turns(home, "s")[0] == expected == a.runs()
@@ -582,7 +582,7 @@ def test_a_turn_from_another_session_is_merged_before_the_next_one(store, home, 
 def test_a_running_continuation_saves_drafts_every_half_second(store, home, loaded):
     assert session_mod.DRAFT_EVERY == 0.5
     s = session(store, loaded, precision="int8")
-    s.feed("every ")
+    s.append_person_turn("every ")
     cont = s.continue_(100_000)
     it = iter(cont)
     t0 = time.monotonic()
@@ -601,7 +601,7 @@ def test_a_running_continuation_saves_drafts_every_half_second(store, home, load
 def test_a_draft_left_behind_is_recovered_as_a_model_turn(store, home, loaded, monkeypatch):
     monkeypatch.setattr(session_mod, "DRAFT_EVERY", 0.0)
     s = session(store, loaded)
-    s.feed("every ")
+    s.append_person_turn("every ")
     cont = s.continue_(5000)
     it = iter(cont)
     for _ in range(60):
@@ -629,7 +629,7 @@ def test_a_draft_left_behind_is_recovered_as_a_model_turn(store, home, loaded, m
 def test_opening_a_story_while_another_window_generates_does_not_steal_its_draft(store, home, loaded, monkeypatch):
     monkeypatch.setattr(session_mod, "DRAFT_EVERY", 0.0)
     a = session(store, loaded)
-    a.feed("every ")
+    a.append_person_turn("every ")
     cont = a.continue_(80)
     it = iter(cont)
     for _ in range(40):

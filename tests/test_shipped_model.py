@@ -60,7 +60,7 @@ def test_it_writes_words_from_the_book_from_the_first_char():
     short prime from the zero state with noise fails this."""
     import torch
 
-    from charterm.sampling import CharSampler, Generation, Stepper, feed
+    from charterm.sampling import CharSampler, Generation, Stepper, run_ids
 
     book = set(re.findall(r"[a-z]+", open(ANNA, encoding="utf-8").read().lower()))
     loaded = load_model(SHIPPED)
@@ -68,7 +68,7 @@ def test_it_writes_words_from_the_book_from_the_first_char():
     for prime in ("Anna", "And Levin said"):
         for seed in (1, 2, 3):
             torch.manual_seed(seed)
-            logits, state = feed(loaded.model, [vocab.index[c] for c in prime])
+            logits, state = run_ids(loaded.model, [vocab.index[c] for c in prime])
             gen = Generation(Stepper(loaded.model, "fp32"), logits, state, CharSampler(5, 1.0, seed, None))
             text = "".join(vocab.chars[i] for _, i in zip(range(300), gen, strict=False))
             words = re.findall(r"[a-z]+", text.lower())

@@ -14,7 +14,7 @@ from charterm import train_events as te
 from charterm.checkpoint import load_model
 from charterm.config import TrainConfig
 from charterm.errors import CharTermError, UsageError
-from charterm.training import StopFlag, kept_rows, load_resume_state, lr_at, resume_path_for, run_training
+from charterm.training import ResumeState, StopFlag, kept_rows, lr_at, resume_path_for, run_training
 
 
 def cfg_for(corpus, out, **kw):
@@ -104,7 +104,7 @@ def test_refuses_to_overwrite_without_force(corpus, tmp_path):
 
 
 def _final_weights(out):
-    return load_resume_state(resume_path_for(out))
+    return ResumeState.load(resume_path_for(out))
 
 
 def test_resume_is_exact(corpus, tmp_path):
@@ -124,10 +124,10 @@ def test_resume_is_exact(corpus, tmp_path):
     second = run_training(cfg_for(corpus, b, **kw), resume=True)
     assert second.steps == 40 and not second.interrupted
     sa, sb = _final_weights(a), _final_weights(b)
-    assert sa["step"] == sb["step"] == 40
-    for k in sa["model"]:
-        assert torch.allclose(sa["model"][k], sb["model"][k], atol=1e-6), k
-    assert sa["best_val"] == pytest.approx(sb["best_val"], abs=1e-6)
+    assert sa.step == sb.step == 40
+    for k in sa.model:
+        assert torch.allclose(sa.model[k], sb.model[k], atol=1e-6), k
+    assert sa.best_val == pytest.approx(sb.best_val, abs=1e-6)
 
 
 def test_resume_rejects_changed_text_and_vocabulary(corpus, tmp_path):
@@ -214,13 +214,13 @@ def test_signal_finishes_the_step_saves_and_exits_130(corpus, tmp_path, sig):
     assert time.monotonic() - t0 < 10
     assert "resume state saved" in err and "Traceback" not in err
     assert '"reason": "' in rest.splitlines()[-1] and '"event": "done"' in rest.splitlines()[-1]
-    state = load_resume_state(resume_path_for(out))
-    assert state["step"] >= 1
+    state = ResumeState.load(resume_path_for(out))
+    assert state.step >= 1
     resumed = subprocess.run(
-        cmd + ["--resume", "--max-steps", str(state["step"] + 5)], capture_output=True, text=True, timeout=60
+        cmd + ["--resume", "--max-steps", str(state.step + 5)], capture_output=True, text=True, timeout=60
     )
     assert resumed.returncode == 0, resumed.stderr
-    assert load_resume_state(resume_path_for(out))["step"] == state["step"] + 5
+    assert ResumeState.load(resume_path_for(out)).step == state.step + 5
 
 
 def test_state_resets_are_random_rows_fixed_by_seed_and_step():
