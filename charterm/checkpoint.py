@@ -202,17 +202,35 @@ def default_model_path() -> Path:
     return here.parent / "models" / "anna.safetensors"
 
 
+# what a model file's metadata may say about how it was made, as `info --json` and the app show it
+CARD_INFO = (
+    "val_loss", "train_loss", "data", "data_sha256", "epochs", "steps", "wall_time", "machine", "created",
+    "command", "charterm_version", "fingerprint", "distinct_chars", "unknown_chars", "unknown_share",
+    "data_files", "parent", "export",
+)  # fmt: skip
+
+
 def model_card(loaded: LoadedModel) -> dict:
-    """What a person is shown about a model (plain values, safe to send between processes)."""
-    c = loaded.model.config
-    val = loaded.info.get("val_loss")
-    return {
-        "name": loaded.path.name if loaded.path else "model",
-        "path": str(Path(loaded.path).resolve()) if loaded.path else "",
+    """The one model card: what `charterm info` prints and the app's side pane shows (plain
+    values, safe to send between processes)."""
+    c, info = loaded.model.config, loaded.info
+    path = Path(loaded.path) if loaded.path else None
+    card = {
+        "name": path.name if path else "model",
+        "path": str(path.resolve()) if path else "",
+        "file_size": path.stat().st_size if path and path.exists() else None,
+        "dtype": loaded.dtype,
         "cell": c.cell,
         "hidden": c.hidden,
         "layers": c.layers,
+        "embed": c.embed,
+        "dropout": c.dropout,
+        "vocab_size": c.vocab_size,
         "params": loaded.model.n_params,
-        "val_loss": float(val) if isinstance(val, int | float) else None,
-        "data": loaded.info.get("train_config", {}).get("data"),
+        "vocab": "".join(loaded.vocab.chars),
+        "unknown_token": loaded.vocab.unknown,
     }
+    card.update((k, info.get(k)) for k in CARD_INFO)
+    if not isinstance(card["val_loss"], int | float):
+        card["val_loss"] = None
+    return card

@@ -26,7 +26,6 @@ app = typer.Typer(
     name="charterm",
     help="A character-level LSTM text generator. With no command: write a story with the model, full screen.",
     invoke_without_command=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -504,9 +503,9 @@ def eval_(
     loaded = _load(model)
     i = loaded.info
     tc = i.get("train_config", {})
-    val_frac = val_frac or tc.get("val_frac", 0.1)
-    batch_size = batch_size or tc.get("batch_size", 32)
-    seq_length = seq_length or tc.get("seq_length", 100)
+    val_frac = val_frac or tc.get("val_frac", D.val_frac)  # a model without a training record: the defaults
+    batch_size = batch_size or tc.get("batch_size", D.batch_size)
+    seq_length = seq_length or tc.get("seq_length", D.seq_length)
     corpus = open_corpus(
         data,
         encoding,
@@ -545,40 +544,10 @@ def info(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """The model card: architecture, size, vocabulary, what it was trained on, val loss."""
+    from charterm.checkpoint import model_card
+
     loaded = _load(model)
-    c, i = loaded.model.config, loaded.info
-    card = {
-        "path": str(loaded.path),
-        "cell": c.cell,
-        "hidden": c.hidden,
-        "layers": c.layers,
-        "embed": c.embed,
-        "dropout": c.dropout,
-        "vocab_size": c.vocab_size,
-        "params": loaded.model.n_params,
-        "file_size": loaded.path.stat().st_size,
-        "dtype": loaded.dtype,
-        "val_loss": i.get("val_loss"),
-        "train_loss": i.get("train_loss"),
-        "data": i.get("data"),
-        "data_sha256": i.get("data_sha256"),
-        "epochs": i.get("epochs"),
-        "steps": i.get("steps"),
-        "wall_time": i.get("wall_time"),
-        "machine": i.get("machine"),
-        "created": i.get("created"),
-        "command": i.get("command"),
-        "charterm_version": i.get("charterm_version"),
-        "fingerprint": i.get("fingerprint"),
-        "vocab": "".join(loaded.vocab.chars),
-        "unknown_token": loaded.vocab.unknown,
-        "distinct_chars": i.get("distinct_chars"),
-        "unknown_chars": i.get("unknown_chars"),
-        "unknown_share": i.get("unknown_share"),
-        "data_files": i.get("data_files"),
-        "parent": i.get("parent"),
-        "export": i.get("export"),
-    }
+    c, card = loaded.model.config, model_card(loaded)
     if as_json:
         print(json.dumps(card))
         return

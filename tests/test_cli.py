@@ -28,6 +28,33 @@ def test_help_does_not_import_torch(argv):
     assert "Usage: charterm" in r.stdout
 
 
+COMMANDS = [[], ["train"], ["generate"], ["eval"], ["info"], ["export"], ["data", "fetch"], ["stories", "export"]]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "root")
+def test_help_states_each_default_once(command):
+    import re
+
+    text = " ".join(run_cli(*command, "--help").stdout.split())  # rich wraps lines anywhere
+    assert "Usage: charterm" in text
+    for option in re.split(r"(?=\s--[a-z])", text):
+        assert option.count("[default:") <= 1, option
+
+
+def test_shell_completion_offers_commands_and_options():
+    def complete(words: str) -> list[str]:
+        env = {"_CHARTERM_COMPLETE": "complete_bash", "COMP_WORDS": words, "COMP_CWORD": str(len(words.split(" ")) - 1)}
+        r = run_cli(env=env)
+        assert r.returncode == 0, r.stderr
+        return r.stdout.split()
+
+    assert complete("charterm ge") == ["generate"]
+    assert "--top-k" in complete("charterm generate --to")
+    assert set(complete("charterm stories ")) >= {"list", "show", "export", "rm"}
+    script = run_cli("--show-completion", "bash", env={"SHELL": "/bin/bash"})
+    assert script.returncode == 0 and "_CHARTERM_COMPLETE=complete_bash" in script.stdout
+
+
 def test_generate_writes_the_prime_then_the_continuation(tiny_model):
     r = run_cli("generate", "--model", tiny_model, "--prime", "Anna", "--chars", "200", "--seed", "3")
     assert r.returncode == 0, r.stderr
