@@ -194,20 +194,12 @@ def train(
 
     Under `torchrun --nproc_per_node=N -m charterm train ...` it trains with N processes
     (DistributedDataParallel); --batch-size is then per process."""
-    from charterm.config import PRESETS
+    from charterm.config import train_config
 
     given = {k: v for k, v in locals().items() if v is not None and k in TrainConfig.__dataclass_fields__}
     if separator is not None:
         given["separator"] = _unescape(separator)
-    cfg = TrainConfig()
-    if preset is not None:
-        if preset not in PRESETS:
-            raise UsageError(f"unknown --preset {preset!r}; choose from: {', '.join(PRESETS)}")
-        for k, v in PRESETS[preset].items():
-            setattr(cfg, k, v)
-    for k, v in given.items():
-        setattr(cfg, k, str(v) if isinstance(v, Path) else v)
-    cfg.check()
+    cfg = train_config({k: str(v) if isinstance(v, Path) else v for k, v in given.items()}, preset)
     mode = progress.value
     if mode == "auto":
         mode = "rich" if sys.stderr.isatty() else "none"
@@ -221,16 +213,7 @@ def train(
     if not ranks.is_main:
         mode = "none"
 
-    stop = StopFlag()
-    previous = {}
-
-    def on_signal(signum, frame):
-        stop.set("interrupted" if signum == signal.SIGINT else "terminated")
-        for s, h in previous.items():  # a second signal stops at once
-            signal.signal(s, h)
-
-    for s in (signal.SIGINT, signal.SIGTERM):
-        previous[s] = signal.signal(s, on_signal)
+    stop = StopFlag.on_signals(signal.SIGINT, signal.SIGTERM)
     command = "charterm " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["train"] else "charterm train"
     renderer = {"rich": RichTrainView, "jsonl": JsonlTrainView, "none": QuietTrainView}[mode]()
     try:

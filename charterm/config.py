@@ -122,3 +122,12 @@ PRESETS: dict[str, dict] = {
         state_reset=0.0,
     ),
 }
+
+
+def train_config(given: dict, preset: str | None = None) -> TrainConfig:
+    """A run's settings: the defaults, then the named preset, then the options given; checked."""
+    if preset is not None and preset not in PRESETS:
+        raise UsageError(f"unknown --preset {preset!r}; choose from: {', '.join(PRESETS)}")
+    cfg = TrainConfig(**{**PRESETS.get(preset, {}), **given})
+    cfg.check()
+    return cfg

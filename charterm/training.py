@@ -8,6 +8,7 @@ import ctypes
 import math
 import os
 import platform
+import signal
 import time
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
@@ -189,6 +190,21 @@ class StopFlag:
 
     def __bool__(self) -> bool:
         return bool(self.reason)
+
+    @classmethod
+    def on_signals(cls, *signums: int) -> "StopFlag":
+        """A flag the first of these signals sets ("interrupted" for SIGINT, else "terminated");
+        a second signal acts as it would have without the flag (stops at once)."""
+        flag, previous = cls(), {}
+
+        def handle(signum, frame):
+            flag.set("interrupted" if signum == signal.SIGINT else "terminated")
+            for s, h in previous.items():
+                signal.signal(s, h)
+
+        for s in signums:
+            previous[s] = signal.signal(s, handle)
+        return flag
 
 
 class Trainer:

@@ -1,14 +1,16 @@
+import json
 import math
 import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import TINY
+from conftest import TINY, run_cli
 
 from charterm import train_events as te
 from charterm.checkpoint import load_model
@@ -254,3 +256,46 @@ def test_state_resets_zero_the_rows_the_mask_picks(corpus, tmp_path, monkeypatch
         for step in range(1, 12):
             assert torch.equal(seen[step], kept_rows(cfg, step, cfg.batch_size).bool()), (p, step)
     assert seen[5].sum() == 0
+
+
+FIXTURE = Path(__file__).parent / "fixtures" / "resume_v1"  # made by charterm 0.1.0 at commit 4b9f638
+
+
+def test_a_resume_state_saved_by_the_earlier_release_continues(tmp_path):
+    """tests/fixtures/resume_v1: a 12-step run (hidden 16, 1 layer, --eval-every 6) saved by the
+    code before training became a Trainer; today's code resumes it where it stopped."""
+    import hashlib
+    import shutil
+
+    for f in FIXTURE.iterdir():
+        shutil.copy(f, tmp_path / f.name)
+    before = hashlib.sha256((FIXTURE / "old.resume.pt").read_bytes()).hexdigest()
+    saved = ResumeState.load(tmp_path / "old.resume.pt")
+    assert (saved.step, saved.epoch, saved.window, saved.world) == (12, 0, 12, 1)
+    assert saved.train_config().hidden == 16 and saved.train_config().eval_every == 6
+    r = run_cli(
+        "train", "--data", tmp_path / "text.txt", "--out", tmp_path / "old.safetensors", "--resume",
+        "--max-steps", "20", "--progress", "jsonl",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    events = [json.loads(line) for line in r.stdout.splitlines()]
+    start, done = events[0], events[-1]
+    assert start["event"] == "start" and start["resumed"] and start["step"] == 12
+    assert done["event"] == "done" and done["step"] == 20 and done["reason"] == "finished"
+    assert ResumeState.load(tmp_path / "old.resume.pt").step == 20
+    assert hashlib.sha256((FIXTURE / "old.resume.pt").read_bytes()).hexdigest() == before
+
+
+def test_a_resume_state_from_a_newer_charterm_is_refused_and_left_alone(tmp_path, corpus):
+    out = tmp_path / "m.safetensors"
+    run_training(cfg_for(corpus, out, max_steps=2))
+    rpath = resume_path_for(out)
+    payload = torch.load(rpath, weights_only=True)
+    torch.save({**payload, "format": "charterm-resume/2"}, rpath)
+    before = rpath.read_bytes()
+    with pytest.raises(CharTermError, match="saved by a newer charterm"):
+        ResumeState.load(rpath)
+    r = run_cli("train", "--data", corpus, "--out", out, "--resume", "--max-steps", "4")
+    assert r.returncode == 1 and r.stderr.strip().count("\n") == 0, r.stderr
+    assert "newer charterm" in r.stderr and "Traceback" not in r.stderr
+    assert rpath.read_bytes() == before
