@@ -615,6 +615,7 @@ def info(
         "data_files": i.get("data_files"),
         "parent": i.get("parent"),
         "export": i.get("export"),
+        "import": i.get("import"),
     }
     if as_json:
         print(json.dumps(card))
@@ -650,6 +651,9 @@ def info(
     if isinstance(card["export"], dict):
         e = card["export"]
         lines.append(f"stored as  {e.get('dtype')} by {e.get('command')} (from {e.get('from_dtype')} weights)")
+    if isinstance(card["import"], dict):
+        m = card["import"]
+        lines.append(f"source     {m.get('format')}: {m.get('source')} (sha256 {str(m.get('source_sha256'))[:12]})")
     print("\n".join(lines))
 
 
@@ -682,6 +686,27 @@ def export(
     print(
         f"{out}: {written.dtype}, {out.stat().st_size / 1e6:.1f} MB (from {source.dtype}, "
         f"{model.stat().st_size / 1e6:.1f} MB); check it with: charterm eval --model {shlex.quote(str(out))}",
+        file=sys.stderr,
+    )
+
+
+@app.command("import")
+def import_(
+    path: Annotated[Path, typer.Argument(help="The notebook's checkpoint, e.g. rnn_20_epoch.net.")],
+    out: Annotated[
+        Path | None, typer.Option(help="Model file to write (atomically). [default: models/<PATH stem>.safetensors]")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite --out if it exists.")] = False,
+) -> None:
+    """Turn the teaching notebook's checkpoint into a charterm model (read with weights_only: it runs no code)."""
+    from charterm.notebook import FORMAT_NOTE, import_notebook
+
+    out = out or Path("models") / f"{path.stem}.safetensors"
+    command = "charterm " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["import"] else "charterm import"
+    c = import_notebook(path, out, force, command).model.config
+    print(
+        f"{out}: LSTM {c.hidden}x{c.layers}, {c.vocab_size} chars, {out.stat().st_size / 1e6:.1f} MB, "
+        f"{FORMAT_NOTE} ({path.name}); try it: charterm generate --model {shlex.quote(str(out))}",
         file=sys.stderr,
     )
 
