@@ -181,6 +181,28 @@ def case_train_charterm(data, steps):
     return B * T / np.median(times[2:])
 
 
+def case_train_trainer(data, steps):
+    """charterm's own training loop (`Trainer`, as `charterm train --preset notebook` runs it):
+    chars/s between its step events, the median after two warm-up steps; no validation in between."""
+    import tempfile
+
+    from charterm.config import PRESETS, TrainConfig
+    from charterm.training import run_training
+
+    times = []
+
+    def on_event(e):
+        if type(e).__name__ == "Step":
+            times.append(time.perf_counter())
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = TrainConfig(**PRESETS["notebook"], data=data, out=f"{tmp}/m.safetensors", max_steps=steps + 3)
+        cfg.eval_every, cfg.eval_chars, cfg.device = 10**9, 1, "cpu"
+        run_training(cfg, on_event=on_event)
+    B, T = NOTEBOOK["batch_size"], NOTEBOOK["seq_length"]
+    return B * T / float(np.median(np.diff(times)[2:]))
+
+
 def _models(data):
     """The same random weights in the notebook's CharRNN and in charterm's CharModel."""
     from charterm.config import ModelConfig
@@ -284,6 +306,8 @@ def main():
         tr_nb.append(run_case(["train_notebook", str(steps)]))
         tr_ct.append(run_case(["train_charterm", str(steps)]))
     rows.append(("training, 512x2, batch 128, seq 100, dropout 0.5 (chars/s)", max(tr_nb), max(tr_ct)))
+    loop = max(run_case(["train_trainer", str(steps)]) for _ in range(rounds))
+    rows.append(("the same in `charterm train --preset notebook`'s loop (chars/s)", max(tr_nb), loop))
     g_nb = best(["generate_notebook", str(gen_n // 3)])
     g_fp = best(["generate_charterm", str(gen_n), "fp32"])
     g_q = best(["generate_charterm", str(gen_n), "int8"])

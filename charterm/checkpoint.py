@@ -206,7 +206,7 @@ def default_model_path() -> Path:
 CARD_INFO = (
     "val_loss", "train_loss", "data", "data_sha256", "epochs", "steps", "wall_time", "machine", "created",
     "command", "charterm_version", "fingerprint", "distinct_chars", "unknown_chars", "unknown_share",
-    "data_files", "parent", "export",
+    "data_files", "parent", "export", "import",
 )  # fmt: skip
 
 

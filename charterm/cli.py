@@ -549,9 +549,12 @@ def info(
             + (f", {100 * share:.3f}% of it" if isinstance(share, float) else "")
         )
     files = f", {card['data_files']} files" if (card["data_files"] or 1) > 1 else ""
+    if card["data"] is not None:  # an imported model has no record of its training
+        lines.append(
+            f"trained on {card['data']}{files} (sha256 {str(card['data_sha256'])[:12]}), {card['epochs']} epochs, "
+            f"{card['steps']} steps, {card['wall_time']} s on {card['machine']}"
+        )
     lines += [
-        f"trained on {card['data']}{files} (sha256 {str(card['data_sha256'])[:12]}), {card['epochs']} epochs, "
-        f"{card['steps']} steps, {card['wall_time']} s on {card['machine']}",
         f"val loss   {val} nats/char",
         f"made by    {card['command']} (charterm {card['charterm_version']}, {card['created']})",
     ]
@@ -565,6 +568,9 @@ def info(
     if isinstance(card["export"], dict):
         e = card["export"]
         lines.append(f"stored as  {e.get('dtype')} by {e.get('command')} (from {e.get('from_dtype')} weights)")
+    if isinstance(card["import"], dict):
+        m = card["import"]
+        lines.append(f"source     {m.get('format')}: {m.get('source')} (sha256 {str(m.get('source_sha256'))[:12]})")
     print("\n".join(lines))
 
 
@@ -597,6 +603,27 @@ def export(
     print(
         f"{out}: {written.dtype}, {out.stat().st_size / 1e6:.1f} MB (from {source.dtype}, "
         f"{model.stat().st_size / 1e6:.1f} MB); check it with: charterm eval --model {shlex.quote(str(out))}",
+        file=sys.stderr,
+    )
+
+
+@app.command("import")
+def import_(
+    path: Annotated[Path, typer.Argument(help="The notebook's checkpoint, e.g. rnn_20_epoch.net.")],
+    out: Annotated[
+        Path | None, typer.Option(help="Model file to write (atomically). [default: models/<PATH stem>.safetensors]")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite --out if it exists.")] = False,
+) -> None:
+    """Turn the teaching notebook's checkpoint into a charterm model (read with weights_only: it runs no code)."""
+    from charterm.notebook import FORMAT_NOTE, import_notebook
+
+    out = out or Path("models") / f"{path.stem}.safetensors"
+    command = "charterm " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["import"] else "charterm import"
+    c = import_notebook(path, out, force, command).model.config
+    print(
+        f"{out}: LSTM {c.hidden}x{c.layers}, {c.vocab_size} chars, {out.stat().st_size / 1e6:.1f} MB, "
+        f"{FORMAT_NOTE} ({path.name}); try it: charterm generate --model {shlex.quote(str(out))}",
         file=sys.stderr,
     )
 

@@ -605,7 +605,7 @@ def run_training(cfg: TrainConfig, **options) -> TrainResult:
 
 LINEAGE_KEYS = (
     "command", "charterm_version", "data", "data_sha256", "epochs", "steps", "wall_time", "machine", "val_loss",
-    "created", "fingerprint", "parent",
+    "created", "fingerprint", "parent", "import",
 )  # fmt: skip
 
 
