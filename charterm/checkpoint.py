@@ -231,6 +231,7 @@ def model_card(loaded: LoadedModel) -> dict:
         "unknown_token": loaded.vocab.unknown,
     }
     card.update((k, info.get(k)) for k in CARD_INFO)
+    card["train_text"] = info.get("train_config", {}).get("data")  # the path it was trained from, as given
     if not isinstance(card["val_loss"], int | float):
         card["val_loss"] = None
     return card

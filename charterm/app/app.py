@@ -357,7 +357,7 @@ class CharTermApp(App):
         self.notify("training started in the background (Ctrl+T or /cancel stops it)")
 
     def _training_text(self) -> str:
-        data = (self.card or {}).get("data")
+        data = (self.card or {}).get("train_text")
         if data and Path(data).is_file():
             return data
         raise CharTermError(
