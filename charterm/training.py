@@ -233,6 +233,7 @@ class Trainer:
         self.ranks = ranks or Ranks()
         self.emit = on_event if self.ranks.is_main else (lambda e: None)
         self.command, self.baseline = command, baseline
+        self.baseline_model = _load_baseline(baseline) if baseline and self.ranks.is_main else None
         explicit = explicit or set()
         data_path = Path(cfg.data)
         if not data_path.exists():
@@ -363,12 +364,11 @@ class Trainer:
         cfg, baseline = self.cfg, self.baseline
         self.baseline_windows = max(1, math.ceil(BASELINE_CHARS / (cfg.batch_size * cfg.seq_length)))
         self.baseline_val = None
-        if baseline and self.ranks.is_main:
-            loaded = _load_baseline(baseline)
+        if self.baseline_model is not None:
             self.emit(
                 te.Data(message=f"scoring {Path(baseline).name} on {BASELINE_CHARS:,} chars of the validation text")
             )
-            self.baseline_val = baseline_loss(loaded, self.vocab, self.val_ids, cfg, self.baseline_windows)
+            self.baseline_val = baseline_loss(self.baseline_model, self.vocab, self.val_ids, cfg, self.baseline_windows)
         self.emit(
             te.Start(
                 params=self.model.n_params,

@@ -138,7 +138,7 @@ def test_sigkill_at_any_moment_leaves_loadable_files_and_a_resumable_run(corpus,
     out = tmp_path / "m.safetensors"
     rpath = resume_path_for(out)
     rng = random.Random(20240601)
-    plan = ["step", "eval"] + [rng.uniform(0.05, 1.5) for _ in range(8)]
+    plan = ["step", "eval"] + [rng.uniform(0.05, 1.5) for _ in range(4)]
     saved_steps, killed_at, temp_counts, timing = [], [], [], []
     for i, when in enumerate(plan):
         resuming = rpath.exists()
