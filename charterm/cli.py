@@ -214,7 +214,7 @@ def train(
         mode = "none"
 
     stop = StopFlag.on_signals(signal.SIGINT, signal.SIGTERM)
-    command = "charterm " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["train"] else "charterm train"
+    command = _command_line("train")
     renderer = {"rich": RichTrainView, "jsonl": JsonlTrainView, "none": QuietTrainView}[mode]()
     try:
         result = run_training(
@@ -244,6 +244,12 @@ def train(
                 file=sys.stderr,
             )
         raise typer.Exit(130)
+
+
+def _command_line(name: str) -> str:
+    """The command as typed (recorded in the model file it writes), or `charterm NAME` when run
+    some other way (from a test, or the app's job runner)."""
+    return "charterm " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == [name] else f"charterm {name}"
 
 
 def _unescape(text: str) -> str:
@@ -598,7 +604,7 @@ def export(
         raise UsageError(f"{out} already exists; pass --force to overwrite it")
     if out.is_dir():
         raise UsageError(f"--out {out} is a directory; pass a file name")
-    command = "charterm " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["export"] else "charterm export"
+    command = _command_line("export")
     source, written = export_model(model, out, dtype.value, command)
     print(
         f"{out}: {written.dtype}, {out.stat().st_size / 1e6:.1f} MB (from {source.dtype}, "
@@ -619,7 +625,7 @@ def import_(
     from charterm.notebook import FORMAT_NOTE, import_notebook
 
     out = out or Path("models") / f"{path.stem}.safetensors"
-    command = "charterm " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["import"] else "charterm import"
+    command = _command_line("import")
     c = import_notebook(path, out, force, command).model.config
     print(
         f"{out}: LSTM {c.hidden}x{c.layers}, {c.vocab_size} chars, {out.stat().st_size / 1e6:.1f} MB, "
