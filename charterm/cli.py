@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 
 from charterm import __version__
-from charterm.config import TrainConfig
+from charterm.config import ADAPT_LR, ADAPT_SEGMENT, TrainConfig
 from charterm.errors import CharTermError, UsageError
 from charterm.settings import BY_FIELD, Settings
 
@@ -473,10 +473,23 @@ def eval_(
     precision: Annotated[Precision, typer.Option(help="fp32, or int8 as used by generate.")] = Precision.fp32,
     encoding: Annotated[str, typer.Option(help="Text encoding of --data.")] = "utf-8",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    adapt: Annotated[
+        bool,
+        typer.Option(
+            "--adapt", help="Dynamic evaluation: score each segment, then let the model learn from it (batch 1)."
+        ),
+    ] = False,
+    adapt_lr: Annotated[float, typer.Option(help="Adam step size for --adapt.")] = ADAPT_LR,
+    adapt_segment: Annotated[int, typer.Option(help="Chars scored before each --adapt step.")] = ADAPT_SEGMENT,
 ) -> None:
-    """Mean cross-entropy (nats/char), bits/char and perplexity over a split of a text."""
+    """Mean cross-entropy (nats/char), bits/char and perplexity over a split of a text.
+
+    With --adapt the text is read in order and the model adapts to it as it goes (the static
+    model's loss on the same chars is printed beside it); the model file is not changed."""
     import math
 
+    if adapt and (adapt_segment < 1 or not adapt_lr >= 0 or precision == Precision.int8):
+        raise UsageError("--adapt needs --adapt-segment 1 or more, --adapt-lr 0 or more, and fp32 weights")
     if val_frac is not None and not 0 < val_frac < 1:
         raise UsageError(f"--val-frac must be between 0 and 1, exclusive (got {val_frac})")
     for name, v in (("batch-size", batch_size), ("seq-length", seq_length)):
@@ -509,7 +522,14 @@ def eval_(
             f"the {split.value} split has {len(ids):,} chars, fewer than one batch "
             f"({batch_size} x {seq_length} + 1); pass a smaller --batch-size or --seq-length"
         )
-    loss, n = evaluate(loaded.model, ids, batch_size, seq_length, precision=precision.value)
+    if adapt:
+        from charterm.evaluate import evaluate_adapting
+
+        loss, static, n = evaluate_adapting(loaded.model, ids, adapt_segment, adapt_lr)
+        extra = {"static_loss": static, "adapt_lr": adapt_lr, "adapt_segment": adapt_segment}
+    else:
+        loss, n = evaluate(loaded.model, ids, batch_size, seq_length, precision=precision.value)
+        extra = {}
     result = {
         "loss": loss,
         "bits_per_char": loss / math.log(2),
@@ -517,14 +537,16 @@ def eval_(
         "chars": n,
         "split": split.value,
         "precision": precision.value,
+        **extra,
     }
     if as_json:
         print(json.dumps(result))
-    else:
-        print(
-            f"{split.value}: {loss:.4f} nats/char, {result['bits_per_char']:.4f} bits/char, "
-            f"perplexity {result['perplexity']:.3f} over {n:,} chars ({precision.value})"
-        )
+        return
+    print(
+        f"{split.value}: {loss:.4f} nats/char, {result['bits_per_char']:.4f} bits/char, "
+        f"perplexity {result['perplexity']:.3f} over {n:,} chars ({precision.value})"
+        + (f"; adapting, static {static:.4f} nats/char on the same chars" if adapt else "")
+    )
 
 
 @app.command()

@@ -131,3 +131,9 @@ def train_config(given: dict, preset: str | None = None) -> TrainConfig:
     cfg = TrainConfig(**{**PRESETS.get(preset, {}), **given})
     cfg.check()
     return cfg
+
+
+# Dynamic evaluation (`charterm eval --adapt`): the text is read in segments of ADAPT_SEGMENT
+# chars; each is scored, then the model takes one Adam step (beta1 = 0) of ADAPT_LR on it.
+ADAPT_LR = 3e-4
+ADAPT_SEGMENT = 50

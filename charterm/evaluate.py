@@ -57,3 +57,48 @@ def autocast_for(device: torch.device):
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return torch.autocast("cpu", enabled=False)
+
+
+def evaluate_adapting(
+    model: CharModel, ids: np.ndarray, segment: int, lr: float, should_stop=lambda: False
+) -> tuple[float, float, int]:
+    """Dynamic evaluation (Krause et al. 2018): the text is read in order at batch 1; each
+    `segment` chars are scored, then a copy of the model takes one Adam step (beta1 = 0) on them,
+    so later text is predicted by a model that has learned from the text before it. Dropout is
+    off throughout; `model` itself is not changed. Returns (adapted loss, static loss, chars),
+    in nats/char over the same chars, both from a zero state."""
+    import copy
+
+    was_training, device = model.training, model.fc.weight.device
+    ids_t = torch.as_tensor(np.asarray(ids), dtype=torch.long, device=device)
+    x_all, y_all = ids_t[:-1].view(1, -1), ids_t[1:]
+    static = _static_loss_sum(model.eval(), x_all, y_all)
+    model.train(was_training)
+    adapted = copy.deepcopy(model).eval().requires_grad_(True)
+    opt = torch.optim.Adam(adapted.parameters(), lr=lr, betas=(0.0, 0.999))
+    state, total, count = None, 0.0, 0
+    for start in range(0, x_all.shape[1], segment):
+        if should_stop():
+            break
+        x, y = x_all[:, start : start + segment], y_all[start : start + segment]
+        logits, state = adapted(x, state)
+        loss = F.cross_entropy(logits[0].float(), y)
+        total += loss.item() * len(y)
+        count += len(y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        state = tuple(s.detach() for s in state)
+    if not count:
+        return math.nan, math.nan, 0
+    return total / count, static[:count].sum().item() / count, count
+
+
+@torch.no_grad()
+def _static_loss_sum(model: CharModel, x_all: torch.Tensor, y_all: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+    """Each char's loss under the unchanged model, read in order with the state carried."""
+    state, losses = None, []
+    for start in range(0, x_all.shape[1], chunk):
+        logits, state = model(x_all[:, start : start + chunk], state)
+        losses.append(F.cross_entropy(logits[0].float(), y_all[start : start + chunk], reduction="none"))
+    return torch.cat(losses)
