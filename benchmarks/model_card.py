@@ -36,8 +36,9 @@ def cold_start_loss(model_path: str, data: str, places: int = 256, chars: int = 
     import torch
     import torch.nn.functional as F
 
-    from charterm.checkpoint import default_model_path, load_model
+    from charterm.checkpoint import load_model
     from charterm.corpus import open_corpus
+    from charterm.paths import default_model_path
     from charterm.text import split_train_val
 
     loaded = load_model(model_path or default_model_path())

@@ -5,7 +5,6 @@ dtypes, shapes, byte ranges), so a damaged or hostile file is a clear error, not
 """
 
 import json
-import os
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -184,22 +183,6 @@ def _numel(shape) -> int:
     for s in shape:
         n *= s
     return n
-
-
-def default_model_path() -> Path:
-    """The model shipped in models/: beside the package (editable install) or installed with it
-    under <prefix>/share/charterm/models (wheel). CHARTERM_MODEL overrides."""
-    import sys
-
-    env = os.environ.get("CHARTERM_MODEL")
-    if env:
-        return Path(env)
-    here = Path(__file__).resolve().parent
-    name = "anna.safetensors"
-    for candidate in (here.parent / "models" / name, Path(sys.prefix) / "share" / "charterm" / "models" / name):
-        if candidate.exists():
-            return candidate
-    return here.parent / "models" / "anna.safetensors"
 
 
 # what a model file's metadata may say about how it was made, as `info --json` and the app show it

@@ -261,7 +261,8 @@ def _unescape(text: str) -> str:
 
 
 def _load(model: Path | None):
-    from charterm.checkpoint import default_model_path, load_model
+    from charterm.checkpoint import load_model
+    from charterm.paths import default_model_path
 
     path = model or default_model_path()
     if model is None and not path.exists():
@@ -645,8 +646,9 @@ def import_(
 ) -> None:
     """Turn the teaching notebook's checkpoint into a charterm model (read with weights_only: it runs no code)."""
     from charterm.notebook import FORMAT_NOTE, import_notebook
+    from charterm.paths import default_out
 
-    out = out or Path("models") / f"{path.stem}.safetensors"
+    out = out or default_out(path.stem)
     command = _command_line("import")
     c = import_notebook(path, out, force, command).model.config
     print(

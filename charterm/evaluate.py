@@ -70,7 +70,7 @@ def evaluate_adapting(
     import copy
 
     was_training, device = model.training, model.fc.weight.device
-    ids_t = torch.as_tensor(np.asarray(ids), dtype=torch.long, device=device)
+    ids_t = torch.from_numpy(np.array(ids, dtype=np.int64)).to(device)  # a copy: token files are read-only
     x_all, y_all = ids_t[:-1].view(1, -1), ids_t[1:]
     static = _static_loss_sum(model.eval(), x_all, y_all)
     model.train(was_training)

@@ -27,3 +27,24 @@ def cache_dir() -> Path:
     import platformdirs
 
     return Path(platformdirs.user_cache_dir("charterm", appauthor=False))
+
+
+def default_model_path() -> Path:
+    """The model shipped in models/: beside the package (editable install) or installed with it
+    under <prefix>/share/charterm/models (wheel). $CHARTERM_MODEL overrides."""
+    import sys
+
+    env = os.environ.get("CHARTERM_MODEL")
+    if env:
+        return Path(env)
+    name = "anna.safetensors"
+    beside = Path(__file__).resolve().parent.parent / "models" / name
+    for candidate in (beside, Path(sys.prefix) / "share" / "charterm" / "models" / name):
+        if candidate.exists():
+            return candidate
+    return beside
+
+
+def default_out(stem: str) -> Path:
+    """Where `charterm train` and `charterm import` write a model when --out is not given."""
+    return Path("models") / f"{stem}.safetensors"

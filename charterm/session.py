@@ -36,7 +36,7 @@ def model_path_for(story: Story | None, given=None, fallback=None) -> tuple[Path
     if given:
         return Path(given), None
     if fallback is None:
-        from charterm.checkpoint import default_model_path
+        from charterm.paths import default_model_path
 
         fallback = default_model_path()
     if story is not None and story.model_path:

@@ -27,6 +27,7 @@ from charterm.errors import CharTermError, UsageError
 from charterm.evaluate import autocast_for, evaluate
 from charterm.fsutil import atomic_path, remove_stale_temps
 from charterm.model import CharModel
+from charterm.paths import default_out
 from charterm.text import Vocabulary, check_sizes, row_starts, split_train_val, window
 
 RESUME_FORMAT, RESUME_VERSION = "charterm-resume", 1  # saved as "charterm-resume/1"
@@ -239,7 +240,7 @@ class Trainer:
         if not data_path.exists():
             hint = " (run `charterm data fetch anna` to get it)" if data_path.name == "anna.txt" else ""
             raise CharTermError(f"training text {data_path} not found{hint}; or pass --data PATH")
-        self.out = Path(cfg.out or f"models/{data_path.stem}.safetensors")
+        self.out = Path(cfg.out) if cfg.out else default_out(data_path.stem)
         self.resume_path = resume_path_for(self.out)
         self.saved = ResumeState.load(self.resume_path) if resume else None
         if self.saved is not None:

@@ -10,7 +10,7 @@ from conftest import run_cli
 from charterm.checkpoint import load_model
 from charterm.evaluate import evaluate_adapting
 
-STORY = "Zorblax sat by the Quenwick stove and Zorblax said to Quenwick: the stove is cold. " * 30
+STORY = "velmorth sat by the kandish stove and velmorth said to kandish, the stove is cold. " * 30
 
 
 def ids_of(loaded, text):
@@ -41,7 +41,7 @@ def test_eval_adapt_learns_the_story_s_own_names(tiny_model, tmp_path):
     model_bytes = tiny_model.read_bytes()
     args = ("eval", "--model", tiny_model, "--data", text, "--split", "all", "--adapt")
     r = run_cli(*args, "--adapt-lr", "3e-3", "--json")
-    assert r.returncode == 0, r.stderr
+    assert r.returncode == 0 and r.stderr == "", r.stderr  # no warnings either
     result = json.loads(r.stdout)
     assert set(result) >= {"loss", "static_loss", "bits_per_char", "chars", "adapt_lr", "adapt_segment"}
     assert result["chars"] == len(STORY) - 1 and result["adapt_segment"] == 50

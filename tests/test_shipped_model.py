@@ -5,7 +5,8 @@ import re
 
 from conftest import ANNA, ANNA_SHA256, ROOT, needs_anna, run_cli
 
-from charterm.checkpoint import default_model_path, load_model
+from charterm.checkpoint import load_model
+from charterm.paths import default_model_path
 
 SHIPPED = ROOT / "models" / "anna.safetensors"
 

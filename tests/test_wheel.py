@@ -44,7 +44,7 @@ def test_wheel_carries_the_model_and_the_stylesheet(tmp_path):
     ours = subprocess.run([sys.executable, "-m", "pip", "show", "-q", "charterm"], capture_output=True, timeout=120)
     assert ours.returncode == 0, "installing the wheel elsewhere uninstalled this environment's charterm"
     code = (
-        "import charterm, charterm.checkpoint as c; from pathlib import Path;"
+        "import charterm, charterm.paths as c; from pathlib import Path;"
         "print(charterm.__file__); print(c.default_model_path());"
         "print((Path(charterm.__file__).parent / 'app' / 'charterm.tcss').exists())"
     )
