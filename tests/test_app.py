@@ -778,6 +778,7 @@ def test_the_real_worker_process_writes_a_turn_and_leaves_with_the_app(home, tin
     assert len(stored()) == 2
 
 
+@pytest.mark.slow
 def test_a_killed_worker_is_restarted_and_nothing_committed_is_lost(home, tiny_model):
     async def test(app, pilot):
         await wait_ready(pilot, PROCESS_START)

@@ -3,6 +3,7 @@
 import json
 import re
 
+import pytest
 from conftest import ANNA, ANNA_SHA256, ROOT, needs_anna, run_cli
 
 from charterm.checkpoint import load_model
@@ -46,6 +47,7 @@ def test_info_with_no_flags():
     assert card["vocab_size"] == 83 and card["path"].endswith("anna.safetensors")
 
 
+@pytest.mark.slow
 @needs_anna
 def test_eval_matches_the_recorded_val_loss():
     r = run_cli("eval", "--data", ANNA, "--split", "val", "--json")

@@ -177,6 +177,7 @@ def test_gru_trains(corpus, tmp_path):
     assert load_model(out).model.config.cell == "gru"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_signal_finishes_the_step_saves_and_exits_130(corpus, tmp_path, sig):
     out = tmp_path / "m.safetensors"
