@@ -33,6 +33,18 @@ def run_cli(*args, cwd=None, env=None, input=None, timeout=120):
     )
 
 
+def cli_in_process(capsys, monkeypatch, *args) -> tuple[int, str, str]:
+    """charterm.cli.main in this process (fast, for the one-line-error cases); returns
+    (exit code, stdout, stderr)."""
+    from charterm.cli import main
+
+    monkeypatch.delenv("CHARTERM_DEBUG", raising=False)
+    with pytest.raises(SystemExit) as exc:
+        main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return exc.value.code, out, err
+
+
 def small_text() -> str:
     """About 30k chars of the book when it is beside the repo, else a synthetic text."""
     if ANNA.exists():

@@ -14,11 +14,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
-from conftest import run_cli
+from conftest import cli_in_process, run_cli
 
 from charterm import checkpoint
 from charterm.checkpoint import FORMAT, load_model, read_header, save_model
-from charterm.cli import main
 from charterm.config import ModelConfig
 from charterm.errors import CharTermError
 from charterm.model import CharModel
@@ -68,14 +67,6 @@ def assert_same_weights(a: CharModel, b: CharModel) -> None:
         assert sa[k].dtype == sb[k].dtype == torch.float32, k
         assert torch.equal(sa[k], sb[k]), k
 
-
-def cli_in_process(capsys, monkeypatch, *args) -> tuple[int, str, str]:
-    """Run charterm.cli.main in this process (fast); returns (exit code, stdout, stderr)."""
-    monkeypatch.delenv("CHARTERM_DEBUG", raising=False)
-    with pytest.raises(SystemExit) as exc:
-        main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return exc.value.code, out, err
 
 
 def assert_one_line_error(code, out, err) -> None:

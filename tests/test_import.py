@@ -16,11 +16,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import run_cli, small_text
+from conftest import cli_in_process, run_cli, small_text
 from torch import nn
 
 from charterm.checkpoint import load_model
-from charterm.cli import main
 from charterm.notebook import DEFAULT_DROPOUT, FORMAT_NOTE, import_notebook
 from charterm.session import Session, Settings
 from charterm.store import Store
@@ -226,11 +225,11 @@ def test_eval_matches_the_notebooks_cross_entropy(notebook, imported):
 def test_info_says_where_it_came_from(notebook, imported, capsys, monkeypatch):
     _, ckpt, _ = notebook
     sha = hashlib.sha256(ckpt.read_bytes()).hexdigest()
-    code, out, _ = cli(capsys, monkeypatch, "info", "--model", imported, "--json")
+    code, out, _ = cli_in_process(capsys, monkeypatch, "info", "--model", imported, "--json")
     card = json.loads(out)
     assert code == 0 and card["import"] == {"source": ckpt.name, "source_sha256": sha, "format": FORMAT_NOTE}
     assert card["command"] == f"charterm import {ckpt}" and card["charterm_version"] and card["created"]
-    code, out, _ = cli(capsys, monkeypatch, "info", "--model", imported)
+    code, out, _ = cli_in_process(capsys, monkeypatch, "info", "--model", imported)
     assert code == 0
     assert f"source     {FORMAT_NOTE}: rnn_20_epoch.net (sha256 {sha[:12]})" in out.splitlines()
     assert "None" not in out  # the notebook's file has no record of its training: no line of blanks
@@ -271,12 +270,12 @@ def test_out_exists_needs_force(notebook, tmp_path, capsys, monkeypatch):
     _, ckpt, _ = notebook
     out = tmp_path / "m.safetensors"
     out.write_bytes(b"keep me")
-    code, _, err = cli(capsys, monkeypatch, "import", ckpt, "--out", out)
+    code, _, err = cli_in_process(capsys, monkeypatch, "import", ckpt, "--out", out)
     assert code == 2 and err.startswith("charterm: error:") and "--force" in err and len(err.splitlines()) == 1
     assert out.read_bytes() == b"keep me"
-    code, _, err = cli(capsys, monkeypatch, "import", ckpt, "--out", out, "--force")
+    code, _, err = cli_in_process(capsys, monkeypatch, "import", ckpt, "--out", out, "--force")
     assert code == 0 and load_model(out).info["import"]["source"] == ckpt.name
-    code, _, err = cli(capsys, monkeypatch, "import", ckpt, "--out", tmp_path)
+    code, _, err = cli_in_process(capsys, monkeypatch, "import", ckpt, "--out", tmp_path)
     assert code == 2 and "directory" in err
 
 
@@ -372,14 +371,6 @@ SAYS = {
 }
 
 
-def cli(capsys, monkeypatch, *args) -> tuple[int, str, str]:
-    """charterm.cli.main in this process (fast); returns (exit code, stdout, stderr)."""
-    monkeypatch.delenv("CHARTERM_DEBUG", raising=False)
-    with pytest.raises(SystemExit) as exc:
-        main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return exc.value.code, out, err
-
 
 def assert_refused(code, out, err, says, folder: Path, marker: Path) -> None:
     assert code == 1, (code, err)
@@ -404,7 +395,7 @@ def test_refused_in_one_line_with_nothing_written(case, notebook, tmp_path, caps
     if case != "missing file":
         write_case(case, notebook[0], src, marker)
     monkeypatch.chdir(tmp_path)
-    assert_refused(*cli(capsys, monkeypatch, "import", src), SAYS[case], tmp_path, marker)
+    assert_refused(*cli_in_process(capsys, monkeypatch, "import", src), SAYS[case], tmp_path, marker)
 
 
 def test_real_process_refuses_in_one_line_and_runs_nothing(notebook, tmp_path):
