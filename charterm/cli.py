@@ -291,6 +291,13 @@ def generate(
         str | None,
         typer.Option(help="Continue this saved story: the prime and the new text become turns; prints the new text."),
     ] = None,
+    adapt: Annotated[
+        bool | None,
+        typer.Option(
+            "--adapt/--no-adapt",
+            help="With --story: learn the story's text (saved with it). [default: the story's own, on for a new one]",
+        ),
+    ] = None,
 ) -> None:
     """Write the prime and its continuation to stdout, streamed as it is generated.
 
@@ -306,8 +313,10 @@ def generate(
     if story is not None:
         from charterm.store import check_name
 
-        _continue_story(check_name(story), model, prime, settings, precision.value)
+        _continue_story(check_name(story), model, prime, settings, precision.value, adapt)
         return
+    if adapt is not None:
+        raise UsageError("--adapt and --no-adapt go with --story NAME (plain generate never learns)")
     from charterm.session import Session
 
     session = Session(_load(model), settings=settings, precision=precision.value)
@@ -360,8 +369,9 @@ def _stream(session) -> None:
     out.flush()
 
 
-def _continue_story(name, model, prime, settings, precision) -> None:
+def _continue_story(name, model, prime, settings, precision, adapt: bool | None) -> None:
     from charterm.session import Session, model_path_for
+    from charterm.settings import Settings
     from charterm.store import Store
 
     store = Store()
@@ -371,12 +381,16 @@ def _continue_story(name, model, prime, settings, precision) -> None:
         warn(notice)
     loaded = _load(path)
     story = existing or store.open(name)
-    session = Session(loaded, store, story, settings=settings, precision=precision)
+    own = Settings.from_dict(story.settings).adapt
+    session = Session(loaded, store, story, settings=settings.replace(adapt=own), precision=precision)
+    if adapt is not None and adapt != own:
+        session.update_settings(adapt=adapt)
     for notice in session.notices:
         warn(notice)
     if prime:
         _feed_prime(session, prime)
     _stream(session)
+    session.save_adaptation()
     for notice in session.notices:
         warn(notice)
     store.set_last_story(name)

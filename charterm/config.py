@@ -137,3 +137,7 @@ def train_config(given: dict, preset: str | None = None) -> TrainConfig:
 # chars; each is scored, then the model takes one Adam step (beta1 = 0) of ADAPT_LR on it.
 ADAPT_LR = 3e-4
 ADAPT_SEGMENT = 50
+# A story learns the person's turns (charterm.learning) a little faster: stories are short, and
+# the step size was chosen by benchmarks/adapt_story.py on a name test from the first 30,000
+# chars of the validation split.
+STORY_ADAPT_LR = 5e-4

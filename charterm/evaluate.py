@@ -60,35 +60,30 @@ def autocast_for(device: torch.device):
 
 
 def evaluate_adapting(
-    model: CharModel, ids: np.ndarray, segment: int, lr: float, should_stop=lambda: False
+    model: CharModel, ids: np.ndarray, segment: int, lr: float, part: str = "all", should_stop=lambda: False
 ) -> tuple[float, float, int]:
-    """Dynamic evaluation (Krause et al. 2018): the text is read in order at batch 1; each
-    `segment` chars are scored, then a copy of the model takes one Adam step (beta1 = 0) on them,
-    so later text is predicted by a model that has learned from the text before it. Dropout is
-    off throughout; `model` itself is not changed. Returns (adapted loss, static loss, chars),
-    in nats/char over the same chars, both from a zero state."""
-    import copy
+    """Dynamic evaluation (`charterm.adapt`): the text is read in order at batch 1 and each
+    `segment` chars are scored before a copy of the model learns from them, so later text is
+    predicted by a model that has learned from the text before it. Dropout is off throughout;
+    `model` itself is not changed. Returns (adapted loss, static loss, chars), in nats/char over
+    the same chars (all but the first), both from a zero state."""
+    from charterm.adapt import Adapter
 
-    was_training, device = model.training, model.fc.weight.device
-    ids_t = torch.from_numpy(np.array(ids, dtype=np.int64)).to(device)  # a copy: token files are read-only
-    x_all, y_all = ids_t[:-1].view(1, -1), ids_t[1:]
-    static = _static_loss_sum(model.eval(), x_all, y_all)
+    was_training = model.training
+    ids_t = torch.from_numpy(np.array(ids, dtype=np.int64))  # a copy: token files are read-only
+    static = _static_loss_sum(model.eval(), ids_t[:-1].view(1, -1), ids_t[1:])
     model.train(was_training)
-    adapted = copy.deepcopy(model).eval().requires_grad_(True)
-    opt = torch.optim.Adam(adapted.parameters(), lr=lr, betas=(0.0, 0.999))
-    state, total, count = None, 0.0, 0
-    for start in range(0, x_all.shape[1], segment):
+    if len(ids_t) < 2:
+        return math.nan, math.nan, 0
+    adapter = Adapter(model, lr, segment, part)
+    with torch.no_grad():
+        _, state = adapter.model(ids_t[:1].view(1, 1))
+    total, count = 0.0, 0
+    for start in range(1, len(ids_t), segment):
         if should_stop():
             break
-        x, y = x_all[:, start : start + segment], y_all[start : start + segment]
-        logits, state = adapted(x, state)
-        loss = F.cross_entropy(logits[0].float(), y)
-        total += loss.item() * len(y)
-        count += len(y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        state = tuple(s.detach() for s in state)
+        loss, n, state = adapter.read(ids_t[start : start + segment], state)
+        total, count = total + loss, count + n
     if not count:
         return math.nan, math.nan, 0
     return total / count, static[:count].sum().item() / count, count

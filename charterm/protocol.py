@@ -131,6 +131,13 @@ class Export(Request):
 
 
 @message
+class ResetAdaptation(Request):
+    """Forget what the model learned of the story: the base weights again."""
+
+    KIND: ClassVar[str] = "adapt_reset"
+
+
+@message
 class Quit(Request):
     """Stop, commit what was shown, close the store and exit."""
 
@@ -151,7 +158,9 @@ class Hello(Event):
 
 @message
 class Snapshot(Event):
-    """What the title and side pane show: the story, its settings and the model card."""
+    """What the title and side pane show: the story, its settings, the model card, and what the
+    model has learned of the story (`on`, `chars`, `gain`: 1 - adapted/base loss on the learned
+    turns, each scored before learning it; `last_base`, `last_adapted`: the last turn's)."""
 
     KIND: ClassVar[str] = "snapshot"
     story: str = ""
@@ -159,6 +168,7 @@ class Snapshot(Event):
     chars: int = 0
     settings: dict = field(default_factory=dict)
     card: dict = field(default_factory=dict)
+    adaptation: dict = field(default_factory=dict)
 
 
 @message

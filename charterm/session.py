@@ -18,6 +18,8 @@ from pathlib import Path
 import torch
 
 from charterm.checkpoint import LoadedModel
+from charterm.errors import UsageError
+from charterm.learning import Learner, relearn_since
 from charterm.model import State
 from charterm.sampling import CharSampler, Generation, Stepper, run_ids
 from charterm.settings import STOP_AT, Settings  # noqa: F401 (re-exported)
@@ -90,6 +92,7 @@ class Session:
         self.settings = settings or Settings.from_dict(story.settings if story else {})
         self._rng = random.Random(self.settings.seed)
         self._lock = threading.RLock()
+        self.learner = None  # the story's adapted weights (charterm.learning), when adaptation is on
         self._set_model(loaded)
         if store and story and loaded.path and story.model_path != str(Path(loaded.path).resolve()):
             story.model_path = str(Path(loaded.path).resolve())  # the story reopens with the model last used
@@ -100,6 +103,7 @@ class Session:
                 self.sync(quiet=True)
                 self.notices.append(f"recovered {len(recovered.text):,} chars the model wrote before charterm stopped")
         self.ensure_state(len(self.turns) - 1)
+        self._start_learning()
 
     @classmethod
     def open(cls, store: Store, name: str, loaded: LoadedModel, **kw) -> "Session":
@@ -169,8 +173,12 @@ class Session:
         with self._lock:
             self.sync()
             folded, report = self.loaded.vocab.fold(text)
-            state = self._run_text(folded, self.state)
-            self._commit(Turn(PERSON, text, pack_state(state), self.loaded.fingerprint), state)
+            before = self.state
+            state = self._run_text(folded, before)
+            turn = Turn(PERSON, text, pack_state(state), self.loaded.fingerprint)
+            self._commit(turn, state)
+            if self.learner is not None:
+                self._learn_to_end()
             return report
 
     def continue_(self, chars: int | None = None, whole_words: bool = False) -> "Continuation":
@@ -191,7 +199,10 @@ class Session:
             if self.store and self.story:
                 self.story.revision = self.store.delete_last_turn(self.story.id, self.story.revision)
             self._states.pop()
-            return self.turns.pop()
+            turn = self.turns.pop()
+            if self.learner is not None and turn.id == self.learner.after and not self.learner.forget(turn):
+                self._learn_to_end()
+            return turn
 
     def retry(self, chars: int | None = None, whole_words: bool = False) -> "Continuation":
         """Undo the model's last turn (if the last turn is the model's) and continue again."""
@@ -207,16 +218,23 @@ class Session:
             new = self.settings.replace(**changes)
             if new.seed != self.settings.seed:
                 self._rng = random.Random(new.seed)
-            self.settings = new
+            old, self.settings = self.settings, new
             if self.store and self.story:
                 self.store.set_settings(self.story.id, new.to_dict())
+            if new.adapt != old.adapt:
+                self.save_adaptation()
+                self.learner = None
+                self._start_learning()
             return new
 
     def switch_model(self, loaded: LoadedModel) -> None:
         """Use another model: the text stays, the state is rebuilt by feeding it to the new model."""
         with self._lock:
+            self.save_adaptation()
             self._set_model(loaded)
             self.ensure_state(len(self.turns) - 1)
+            self.learner = None
+            self._start_learning()
             if self.store and self.story:
                 self.story.model_path = str(Path(loaded.path).resolve()) if loaded.path else None
                 self.store.set_model(self.story.id, self.story.model_path)
@@ -241,11 +259,71 @@ class Session:
             before = len(self.turns)
             self.story, self.turns, self._states = fresh, list(fresh.turns), states
             self.reloads += 1
+            if self.learner is not None and not self.learner.matches(self.turns):
+                self._learn_to_end()
             if not quiet:
                 self.notices.append(
                     f"the story was changed in another window; reloaded it ({before} -> {len(self.turns)} turns)"
                 )
             return True
+
+    # --- adaptation (charterm.learning) --------------------------------------------------------
+
+    def generation_stepper(self) -> Stepper:
+        """The weights the model writes with: adapted once it has learned something."""
+        if self.learner is not None and self.learner.chars:
+            return self.learner.stepper(self.stepper.precision)
+        return self.stepper
+
+    def adaptation(self) -> dict:
+        """Whether the story adapts, and the learner's figures."""
+        return {"on": self.learner is not None, **(self.learner.figures() if self.learner else {})}
+
+    def reset_adaptation(self) -> None:
+        """Forget what was learned: the base weights again, learning only the turns from now on."""
+        with self._lock:
+            if self.learner is None:
+                raise UsageError("adaptation is off for this story; /adapt on turns it on")
+            self.learner = Learner(self.loaded, since=self.turns[-1].id if self.turns else 0)
+            self.learner.saved = False
+            self.save_adaptation()
+
+    def save_adaptation(self) -> None:
+        """Keep the adapted weights in the store (a cache: the rule can always re-learn them)."""
+        learner = self.learner
+        if learner is None or learner.saved or not (self.store and self.story):
+            return
+        data = learner.snapshot()
+        self.store.save_adaptation(self.story.id, self.loaded.fingerprint, learner.since, learner.after, data)
+        learner.saved = True
+
+    def _start_learning(self) -> None:
+        """With adaptation on: the weights the story had, from the store if they were saved for
+        this model and this story's text, else learned again (a new model: the last
+        RELEARN_CHARS of the person's text)."""
+        if not (self.settings.adapt and self.store and self.story):
+            return
+        saved = self.store.load_adaptation(self.story.id)
+        if saved is not None and saved[0] == self.loaded.fingerprint:
+            self.learner = Learner(self.loaded, since=saved[1])
+            if self.learner.restore(saved[3]) and self.learner.matches(self.turns):
+                self.learner.saved = True
+                return
+        else:
+            self.learner = Learner(self.loaded, since=relearn_since(self.turns))
+        self._learn_to_end()
+
+    def _learn_to_end(self) -> None:
+        """Bring the weights to those the rule gives after the last turn: learn the turns after
+        the ones already learned, or (after an undo or another window's change) learn again."""
+        learner, turns = self.learner, self.turns
+        done = next((i for i, t in enumerate(turns) if t.id == learner.after), None) if learner.after else -1
+        if done is None or learner.last_learnable(turns[: done + 1]) != learner.after:
+            learner.relearn(turns, lambda i: self.ensure_state(i - 1))
+        else:
+            for i in range(done + 1, len(turns)):
+                if learner.last_learnable(turns[: i + 1]) == turns[i].id:
+                    learner.learn(turns[i], self.ensure_state(i - 1))
 
     # --- internals ----------------------------------------------------------------------------
 
@@ -266,9 +344,9 @@ class Session:
         _, state = run_ids(self.loaded.model, ids, state)
         return state
 
-    def logits(self, state: State) -> torch.Tensor:
+    def logits(self, state: State, stepper: Stepper | None = None) -> torch.Tensor:
         """The next-char logits implied by a state (the read-out of the top layer's h)."""
-        return self.stepper.fc(state[0][-1].reshape(1, -1)).reshape(-1)
+        return (stepper or self.stepper).fc(state[0][-1].reshape(1, -1)).reshape(-1)
 
     def _commit(self, turn: Turn, state: State | None = None) -> None:
         """Append a turn to the story (one transaction). If another writer got there first, reload
@@ -309,9 +387,11 @@ class Continuation:
         self.owner = new_owner()
         LIVE_WRITERS.add(self.owner)
         s = session.settings
-        state = session.state
+        self._start_state = state = session.state
+        stepper = session.generation_stepper()
+        self._adapted = stepper is not session.stepper
         sampler = CharSampler(s.top_k or None, s.temperature, seed, session.loaded.vocab.unknown_id)
-        self._gen = Generation(session.stepper, session.logits(state), state, sampler)
+        self._gen = Generation(stepper, session.logits(state, stepper), state, sampler)
 
     @property
     def text(self) -> str:
@@ -364,7 +444,9 @@ class Continuation:
             if s.store and s.story:
                 s.store.drop_draft(s.story.id)
             return None
-        state = self._gen.state
+        # the story's states are the base model's (charterm.learning): adapted weights wrote
+        # this turn, so the base model reads it
+        state = s._run_text(self.text, self._start_state) if self._adapted else self._gen.state
         self.turn = Turn(MODEL, self.text, pack_state(state), s.loaded.fingerprint)
         s._commit(self.turn, state)
         return self.turn

@@ -26,6 +26,13 @@ def _stop(raw: str) -> str:
     return raw.strip().lower()
 
 
+def _on_off(raw: str) -> bool:
+    value = {"on": True, "off": False}.get(raw.strip().lower())
+    if value is None:
+        raise ValueError(raw)
+    return value
+
+
 @dataclass(frozen=True)
 class Rule:
     """One setting: its field, the slash command and side-pane label that set it, how a typed
@@ -73,6 +80,11 @@ RULES = (
         lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 0),
         "a whole number, 0 or more, or off",
     ),
+    Rule(
+        "adapt", "adapt", "adapt", "on|off|reset",
+        "learn the story's text as it grows (reset: forget what was learned)", _on_off,
+        lambda v: isinstance(v, bool), "on or off",
+    ),
 )
 BY_FIELD = {r.field: r for r in RULES}
 BY_COMMAND = {r.command: r for r in RULES}
@@ -108,13 +120,14 @@ def parse_setting(key: str, raw: str) -> tuple[str, object]:
 
 @dataclass(frozen=True)
 class Settings:
-    """top-k, temperature, chars per turn, where a turn may end early, and the seed."""
+    """top-k, temperature, chars per turn, where a turn may end early, the seed, and adaptation."""
 
     top_k: int = 5
     temperature: float = 1.0
     chars: int = 300
     stop_at: str = "none"
     seed: int | None = None  # fixed seed: the same story gets the same text
+    adapt: bool = True  # the model learns the person's turns (charterm.learning)
 
     def __post_init__(self) -> None:
         for f in fields(self):

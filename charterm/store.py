@@ -25,8 +25,6 @@ from charterm.paths import home
 
 PERSON, MODEL = "person", "model"
 MAX_NAME = 100
-SCHEMA_VERSION = 1
-
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS stories (
     id INTEGER PRIMARY KEY,
@@ -56,7 +54,20 @@ CREATE TABLE IF NOT EXISTS drafts (
     owner TEXT NOT NULL DEFAULT ''  -- host:pid of the writer, so a live generation is not taken over
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-"""
+"""  # schema 1; later versions are MIGRATIONS applied on top of it
+
+MIGRATIONS = {  # version: the statements that take a database from the version before to it
+    2: [
+        """CREATE TABLE adaptations (
+            story_id INTEGER PRIMARY KEY REFERENCES stories(id) ON DELETE CASCADE,
+            base TEXT NOT NULL,  -- fingerprint of the model that adapted
+            since INTEGER NOT NULL,  -- learning covers the person's turns after this turn id (0: all)
+            after INTEGER NOT NULL,  -- the last turn id the weights have learned (0: none)
+            data BLOB NOT NULL  -- charterm.adapt snapshot: weights, moments, steps
+        )"""
+    ],
+}
+SCHEMA_VERSION = max(MIGRATIONS)
 
 
 class StoryChanged(CharTermError):
@@ -161,16 +172,7 @@ class Store:
             mode = self.db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             self.db.execute("PRAGMA synchronous = FULL")
             self.db.execute("PRAGMA foreign_keys = ON")
-            with self.transaction():
-                version = self.db.execute("PRAGMA user_version").fetchone()[0]
-                if version > SCHEMA_VERSION:
-                    raise CharTermError(
-                        f"{self.path} was written by a newer charterm (schema {version}); upgrade charterm"
-                    )
-                for statement in SCHEMA.split(";"):
-                    if statement.strip():
-                        self.db.execute(statement)
-                self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            self._upgrade()
         except sqlite3.DatabaseError as e:
             raise CharTermError(f"{self.path}: cannot open the stories database ({e})") from None
         if mode.lower() != "wal":
@@ -178,6 +180,31 @@ class Store:
         for suffix in ("-wal", "-shm"):
             with contextlib.suppress(FileNotFoundError):
                 os.chmod(f"{self.path}{suffix}", 0o600)
+
+    def _upgrade(self) -> None:
+        """Create a new database, or bring an older one to SCHEMA_VERSION in one transaction
+        after keeping a copy of it (`stories.db.schema1.bak`). A newer one is refused, untouched."""
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise CharTermError(f"{self.path} was written by a newer charterm (schema {version}); upgrade charterm")
+        if version == SCHEMA_VERSION:
+            return
+        backup = self.path.with_name(f"{self.path.name}.schema{version}.bak")
+        if version and not backup.exists():
+            with contextlib.closing(sqlite3.connect(backup)) as copy:
+                self.db.backup(copy)
+            os.chmod(backup, 0o600)
+        with self.transaction():
+            version = self.db.execute("PRAGMA user_version").fetchone()[0]  # another process may have done it
+            if version == 0:
+                for statement in SCHEMA.split(";"):
+                    if statement.strip():
+                        self.db.execute(statement)
+                version = 1
+            for v in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in MIGRATIONS[v]:
+                    self.db.execute(statement)
+            self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def close(self) -> None:
         with self._lock:
@@ -314,6 +341,21 @@ class Store:
         """Cache the LSTM state after a turn (not a change to the story: no revision bump)."""
         with self.transaction() as db:
             db.execute("UPDATE turns SET state = ?, fingerprint = ? WHERE id = ?", (state, fingerprint, turn_id))
+
+    def load_adaptation(self, story_id: int) -> tuple[str, int, int, bytes] | None:
+        """(base fingerprint, since, after, snapshot bytes) of the story's adapted weights."""
+        with self._lock:
+            return self.db.execute(
+                "SELECT base, since, after, data FROM adaptations WHERE story_id = ?", (story_id,)
+            ).fetchone()
+
+    def save_adaptation(self, story_id: int, base: str, since: int, after: int, data: bytes) -> None:
+        """Keep the story's adapted weights (a cache: they can be re-learned from the text)."""
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO adaptations (story_id, base, since, after, data) VALUES (?, ?, ?, ?, ?)",
+                (story_id, base, since, after, data),
+            )
 
     def save_draft(self, story_id: int, author: str, text: str, owner: str = "") -> None:
         with self.transaction() as db:

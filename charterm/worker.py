@@ -99,11 +99,13 @@ class Worker:
                 msg = self.requests.get(timeout=SYNC_EVERY)
             except queue.Empty:
                 self.run(0, self.check_for_changes)
+                self.run(0, self.save_adaptation)
                 continue
             if msg is None or isinstance(msg, p.Quit):
                 break
             self.run(msg.id, lambda m=msg: HANDLERS[type(m)](self, m))
             self.outbox.send(p.Done(id=msg.id))
+        self.run(0, self.save_adaptation)
         if self.store is not None:
             self.store.close()
         return 0
@@ -137,6 +139,11 @@ class Worker:
             self.session = None
             raise CharTermError(f"{e}; /story NAME opens another") from None
 
+    def save_adaptation(self) -> None:
+        """The adapted weights go to the store when idle and on the way out, not after each turn."""
+        if self.session is not None:
+            self.session.save_adaptation()
+
     # --- what the app is told ----------------------------------------------------------------------
 
     def send_story(self, rid: int) -> None:
@@ -155,6 +162,7 @@ class Worker:
                 chars=sum(len(t.text) for t in s.turns),
                 settings=s.settings.to_dict(),
                 card=model_card(s.loaded),
+                adaptation=s.adaptation(),
             )
         )
 
@@ -185,6 +193,7 @@ class Worker:
             self.outbox.send(p.Notice(id=msg.id, text=notice, severity="warning"))
         if not path.is_file():
             raise CharTermError(f"no model at {path}; train one (/train) or open one with /model PATH")
+        self.save_adaptation()
         same = current is not None and current.path and Path(current.path).resolve() == path.resolve()
         loaded = current if same else load_model(path)
         self.session = Session(loaded, self.store, story or self.store.open(name), precision=self.precision)
@@ -201,6 +210,8 @@ class Worker:
             if report:
                 s.notices.append(f"not in the model's alphabet: {report.describe()}")
             self.send_committed(msg.id, s.turns[-1])
+            if s.learner is not None:
+                self.send_snapshot(msg.id)  # what it learned of the turn
         self.generate(msg.id)
 
     def generate(self, rid: int) -> None:
@@ -230,7 +241,7 @@ class Worker:
 
     def undo(self, msg: p.Undo) -> None:
         turn = self.need_session().undo()
-        self.send_story(msg.id)
+        self.send_story(msg.id)  # with the adaptation as it was before the turn
         what = "nothing to undo" if turn is None else f"undid the {turn.author}'s {len(turn.text):,} chars"
         self.notice(msg.id, what)
 
@@ -248,6 +259,11 @@ class Worker:
         field, value = parse_setting(msg.field, msg.value)
         self.need_session().update_settings(**{field: value})
         self.send_snapshot(msg.id)
+
+    def reset_adaptation(self, msg: p.ResetAdaptation) -> None:
+        self.need_session().reset_adaptation()
+        self.send_snapshot(msg.id)
+        self.notice(msg.id, "forgot what the model learned of this story; it learns from here on")
 
     def switch_model(self, msg: p.SwitchModel) -> None:
         from charterm.checkpoint import load_model
@@ -298,6 +314,7 @@ HANDLERS = {
     p.SwitchModel: Worker.switch_model,
     p.ListStories: Worker.list_stories,
     p.Export: Worker.export,
+    p.ResetAdaptation: Worker.reset_adaptation,
 }
 
 

@@ -309,16 +309,18 @@ def test_undo_and_retry(home, tiny_model):
 def test_setting_commands_update_the_panel_and_the_store(home, tiny_model):
     async def test(app, pilot):
         await wait_ready(pilot)
-        for line in ("/topk 3", "/temp 0.5", "/chars 50", "/stop sentence"):
+        assert "adapting: nothing learned yet" in card_text(app)
+        for line in ("/topk 3", "/temp 0.5", "/chars 50", "/stop sentence", "/adapt off"):
             await submit(pilot, line)
         await wait_idle(pilot)
         assert panel_values(app) == {"top_k": "3", "temperature": "0.5", "chars": "50", "stop_at": "sentence"}
-        want = {"top_k": 3, "temperature": 0.5, "chars": 50, "stop_at": "sentence", "seed": None}
+        assert "adapting: off (/adapt on)" in card_text(app)
+        want = {"top_k": 3, "temperature": 0.5, "chars": 50, "stop_at": "sentence", "seed": None, "adapt": False}
         assert app.snapshot.settings == want
         assert stored_settings() == want
         assert app.errors() == []
 
-        for line in ("/topk x", "/temp -1", "/nope", "/chars", "/stop often", "/chars 1000001"):
+        for line in ("/topk x", "/temp -1", "/nope", "/chars", "/stop often", "/chars 1000001", "/adapt maybe"):
             await submit(pilot, line)
         await wait_idle(pilot)
         assert app.errors() == [
@@ -328,6 +330,7 @@ def test_setting_commands_update_the_panel_and_the_store(home, tiny_model):
             "chars needs a value: a whole number from 0 to 1,000,000",
             "stop must be one of none, sentence, paragraph (got 'often')",
             "chars must be a whole number from 0 to 1,000,000 (got 1000001)",
+            "adapt must be on or off (got 'maybe')",
         ]
         assert stored_settings() == want == app.snapshot.settings
         assert panel_values(app) == {"top_k": "3", "temperature": "0.5", "chars": "50", "stop_at": "sentence"}

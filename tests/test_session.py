@@ -400,6 +400,7 @@ def _build_story(store, loaded, **kw):
     s.continue_().run()
     s.append_person_turn("is happy. ")
     s.continue_().run()
+    s.save_adaptation()  # as the worker does when idle: reopening then learns nothing again
     return s
 
 

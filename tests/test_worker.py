@@ -74,7 +74,8 @@ def test_a_turn_through_the_protocol_is_what_is_stored(home, tiny_model):
         assert d.request(p.SetSetting, field="chars", value="60")[-2].settings["chars"] == 60
         events = d.request(p.Write, text="Anna")
         kinds = [ev.KIND for ev in events]
-        assert kinds[:3] == ["appended", "committed", "generating"] and kinds[-2:] == ["committed", "done"]
+        assert kinds[:4] == ["appended", "committed", "snapshot", "generating"] and kinds[-2:] == ["committed", "done"]
+        assert events[2].adaptation["on"] and events[2].adaptation["chars"] == 4  # it learned "Anna"
         assert all(ev.id == events[-1].id for ev in events)  # every event names the request
         assert stored() == [("person", "Anna"), ("model", model_text(events))]
         assert 60 <= len(model_text(events)) <= 90
@@ -204,23 +205,29 @@ def _alive(pid: int) -> bool:
 
 def test_generate_a_new_story_and_the_app_start_alike(home, tiny_model):
     """One seed, one prime: plain `generate`, `generate --story` and the app's worker write the
-    same text (all start a story as after a newline, then feed the prime)."""
+    same text (all start a story as after a newline, then feed the prime); a story that learns
+    the prime writes other text, the same in the CLI and the app."""
     from conftest import run_cli
 
     args = ("generate", "--model", tiny_model, "--prime", "Anna", "--chars", "150", "--seed", "5")
     plain = run_cli(*args)
-    story = run_cli(*args, "--story", "seeded")
-    assert plain.returncode == story.returncode == 0, (plain.stderr, story.stderr)
+    story = run_cli(*args, "--story", "seeded", "--no-adapt")
+    adapted = run_cli(*args, "--story", "learning")
+    assert plain.returncode == story.returncode == adapted.returncode == 0, (story.stderr, adapted.stderr)
     assert plain.stdout == "Anna" + story.stdout and len(story.stdout) == 150
+    assert adapted.stdout != story.stdout and len(adapted.stdout) == 150
+    written = {}
     d = Driver(in_thread=True)
     try:
-        d.request(p.Open, model=str(tiny_model), story="in the app")
-        d.request(p.SetSetting, field="seed", value="5")
-        d.request(p.SetSetting, field="chars", value="150")
-        written = model_text(d.request(p.Write, text="Anna"))
+        for name, adapt in (("in the app", "off"), ("learning in the app", "on")):
+            d.request(p.Open, model=str(tiny_model), story=name)
+            for field, value in (("seed", "5"), ("chars", "150"), ("adapt", adapt)):
+                d.request(p.SetSetting, field=field, value=value)
+            written[adapt] = model_text(d.request(p.Write, text="Anna"))
     finally:
         d.client.close()
-    assert written[:150] == story.stdout  # the app's turn then runs on to the end of its word
+    assert written["off"][:150] == story.stdout  # the app's turn then runs on to the end of its word
+    assert written["on"][:150] == adapted.stdout
 
 
 def test_the_readme_lists_every_message_of_the_protocol():

@@ -187,7 +187,7 @@ class CharTermApp(App):
         first = self.snapshot is None
         self.snapshot = ev
         self.story_name = ev.story
-        self.query_one(ModelCard).show(ev.card)
+        self.query_one(ModelCard).show(ev.card, adaptation=ev.adaptation)
         self._show_settings()
         self.query_one("#title", Static).update(f"charterm  story: {ev.story}  model: {ev.card['name']}")
         if first and not self.writing:
@@ -276,6 +276,8 @@ class CharTermApp(App):
             self.call_later(self.action_quit)
         elif name == "stop" and not arg:
             self.action_stop()
+        elif name == "adapt" and arg.strip().lower() == "reset":
+            self._send(p.ResetAdaptation)
         elif name in commands.SETTING_COMMANDS:
             self._set_setting(name, arg)
         elif name == "model":

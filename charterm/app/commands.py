@@ -16,10 +16,11 @@ class Command:
     choices: tuple[str, ...] = ()
 
 
+CHOICES = {"stop_at": STOP_AT, "seed": ("off",), "adapt": ("on", "off", "reset")}  # what Tab completes
 COMMANDS = [
     Command("help", "", "this list of commands and keys"),
     *(
-        Command(r.command, r.args, r.help, STOP_AT if r.field == "stop_at" else ("off",) if r.field == "seed" else ())
+        Command(r.command, r.args, r.help, CHOICES.get(r.field, ()))
         for r in RULES
     ),
     Command("undo", "", "drop the last turn (the model's state goes back exactly)"),

@@ -36,7 +36,7 @@ class PromptInput(Input):
 class ModelCard(Static):
     """Name, size and validation loss of the model in use."""
 
-    def show(self, card: dict | None, status: str = "") -> None:
+    def show(self, card: dict | None, status: str = "", adaptation: dict | None = None) -> None:
         if card is None:
             self.update(status or "loading the model...")
             return
@@ -46,9 +46,21 @@ class ModelCard(Static):
             f"{card['cell'].upper()} {card['hidden']}x{card['layers']}, {card['params'] / 1e6:.2f}M params",
             f"val loss {val:.4f}" if isinstance(val, float) else "val loss unknown",
         ]
+        if adaptation:
+            lines.append(adaptation_line(adaptation))
         if status:
             lines.append(status)
         self.update("\n".join(lines))
+
+
+def adaptation_line(a: dict) -> str:
+    """What the model has learned of the story, in one line: 'learned 1,234 chars, 3.1% better'."""
+    if not a.get("on"):
+        return "adapting: off (/adapt on)"
+    if not a.get("chars"):
+        return "adapting: nothing learned yet"
+    gain = 100 * a.get("gain", 0.0)
+    return f"learned {a['chars']:,} chars, {abs(gain):.1f}% {'better' if gain >= 0 else 'worse'}"
 
 
 class SettingsPanel(Vertical):
