@@ -140,10 +140,10 @@ class Learner:
         return True
 
 
-def relearn_since(turns: list[Turn], chars: int = RELEARN_CHARS) -> int:
+def relearn_since(turns: list[Turn], chars: int | None = None) -> int:
     """The `since` for a story that starts learning afresh: the turn before which the person's
-    last `chars` chars begin (0: learn them all)."""
-    total = 0
+    last `chars` (RELEARN_CHARS) chars begin (0: learn them all)."""
+    chars, total = RELEARN_CHARS if chars is None else chars, 0
     for i in range(len(turns) - 1, -1, -1):
         if turns[i].author == PERSON:
             total += len(turns[i].text)

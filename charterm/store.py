@@ -169,6 +169,7 @@ class Store:
         try:
             self.db = sqlite3.connect(self.path, timeout=15, isolation_level=None, check_same_thread=False)
             self.db.execute("PRAGMA busy_timeout = 15000")
+            self._refuse_newer()
             mode = self.db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             self.db.execute("PRAGMA synchronous = FULL")
             self.db.execute("PRAGMA foreign_keys = ON")
@@ -181,12 +182,18 @@ class Store:
             with contextlib.suppress(FileNotFoundError):
                 os.chmod(f"{self.path}{suffix}", 0o600)
 
+    def _refuse_newer(self) -> int:
+        """The schema version; a newer one than ours is refused before anything is written."""
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            self.db.close()
+            raise CharTermError(f"{self.path} was written by a newer charterm (schema {version}); upgrade charterm")
+        return version
+
     def _upgrade(self) -> None:
         """Create a new database, or bring an older one to SCHEMA_VERSION in one transaction
         after keeping a copy of it (`stories.db.schema1.bak`). A newer one is refused, untouched."""
-        version = self.db.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise CharTermError(f"{self.path} was written by a newer charterm (schema {version}); upgrade charterm")
+        version = self._refuse_newer()
         if version == SCHEMA_VERSION:
             return
         backup = self.path.with_name(f"{self.path.name}.schema{version}.bak")
