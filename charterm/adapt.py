@@ -94,26 +94,23 @@ class Adapter:
         """The adapted part's weights, by parameter name."""
         return {n: p.detach() for n, p in self.params.items()}
 
-    def snapshot(self, extra: dict[str, str] | None = None) -> bytes:
-        """Everything that decides the next step, as safetensors bytes (`extra`: the caller's
-        own metadata, given back by `restore`)."""
-        from safetensors.torch import save
-
-        tensors = {f"w.{n}": p.detach().contiguous() for n, p in self.params.items()}
-        tensors |= {f"v.{n}": v.contiguous() for n, v in self.moments.items()}
+    def snapshot(self, extra: dict[str, str] | None = None) -> "Snapshot":
+        """A copy of everything that decides the next step (`extra`: the caller's own metadata,
+        given back by `restore`)."""
+        tensors = {f"w.{n}": p.detach().clone() for n, p in self.params.items()}
+        tensors |= {f"v.{n}": v.clone() for n, v in self.moments.items()}
         meta = {"format": SNAPSHOT_FORMAT, "part": self.part, "lr": repr(self.lr), "segment": str(self.segment)}
         meta |= {"steps": str(self.steps), "chars": str(self.chars)}
-        return save(tensors, metadata={**(extra or {}), **meta})
+        return Snapshot(tensors, {**(extra or {}), **meta})
 
-    def restore(self, data: bytes) -> dict[str, str] | None:
-        """Take the state of a snapshot made with the same part, step size and segment, and
-        return its metadata; None (and nothing changed) if it does not fit."""
-        from safetensors.torch import load
-
-        try:
-            tensors, meta = load(data), _metadata(data)
-        except Exception:  # a damaged snapshot is not an error: the story's text can be re-read
-            return None
+    def restore(self, snap: "Snapshot | bytes") -> dict[str, str] | None:
+        """Take the state of a snapshot (or its bytes) made with the same part, step size and
+        segment, and return its metadata; None (and nothing changed) if it does not fit."""
+        if isinstance(snap, bytes | bytearray | memoryview):
+            snap = Snapshot.from_bytes(bytes(snap))
+            if snap is None:
+                return None
+        tensors, meta = snap.tensors, snap.meta
         if meta.get("format") != SNAPSHOT_FORMAT or meta.get("part") != self.part:
             return None
         if meta.get("lr") != repr(self.lr) or meta.get("segment") != str(self.segment):
@@ -126,6 +123,29 @@ class Adapter:
                 t.copy_(tensors[k])
         self.steps, self.chars = int(meta["steps"]), int(meta["chars"])
         return meta
+
+
+class Snapshot:
+    """An adapter's weights and moments (tensors by name) and its metadata."""
+
+    def __init__(self, tensors: dict[str, torch.Tensor], meta: dict[str, str]):
+        self.tensors, self.meta = tensors, meta
+
+    def to_bytes(self) -> bytes:
+        from safetensors.torch import save
+
+        return save(self.tensors, metadata=self.meta)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "Snapshot | None":
+        """None for bytes that are not a snapshot (a damaged cache is not an error: the story's
+        text can be re-read)."""
+        from safetensors.torch import load
+
+        try:
+            return cls(load(data), _metadata(data))
+        except Exception:
+            return None
 
 
 @torch.no_grad()

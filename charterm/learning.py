@@ -18,14 +18,15 @@ from collections import OrderedDict
 
 import torch
 
-from charterm.adapt import Adapter, loss_sum
+from charterm.adapt import Adapter, Snapshot, loss_sum
 from charterm.checkpoint import LoadedModel
 from charterm.config import ADAPT_SEGMENT, STORY_ADAPT_LR
 from charterm.model import State
 from charterm.sampling import Stepper
 from charterm.store import PERSON, Turn
 
-KEEP = 3  # snapshots in memory: about 27 MB each for the shipped model
+KEEP = 2  # snapshots in memory: 27 MB each for the shipped model
+READ_CHARS = 1_000  # the adapted weights write from the state they reach reading this much of the end
 RELEARN_CHARS = 10_000  # a story met by a new base model re-learns at most this much of the person's text
 
 
@@ -50,7 +51,7 @@ class Learner:
         self.after = 0  # the last turn id learned (0: none)
         self.base_loss = self.adapted_loss = 0.0  # summed over the learned turns, each scored before learning it
         self.last: tuple[float, float] | None = None  # (base, adapted) nats/char of the last learned turn
-        self.before: OrderedDict[int, bytes] = OrderedDict()  # turn id -> snapshot before learning it
+        self.before: OrderedDict[int, Snapshot] = OrderedDict()  # turn id -> the state before learning it
         self.saved = True
         self._stepper: Stepper | None = None
 
@@ -94,10 +95,18 @@ class Learner:
         return 0
 
     def relearn(self, turns: list[Turn], state_before) -> None:
-        """From the base weights, learn each of `turns` that the rule covers, in order;
-        `state_before(i)` is the base model's state before turns[i]."""
-        self.__init__(self.base, self.since, self.adapter.lr, self.adapter.segment)
-        for i, t in enumerate(turns):
+        """Learn each of `turns` that the rule covers, in order, from the latest kept snapshot
+        taken before one of them (else from the base weights); `state_before(i)` is the base
+        model's state before turns[i]."""
+        ids = [t.id for t in turns]
+        start = next((ids.index(k) for k in reversed(self.before) if k in ids), None)
+        kept = self.before
+        if start is None or not self.restore(kept[ids[start]]):
+            self.__init__(self.base, self.since, self.adapter.lr, self.adapter.segment)
+            start = 0
+        self.before = OrderedDict((k, v) for k, v in kept.items() if k in ids[:start])
+        for i in range(start, len(turns)):
+            t = turns[i]
             if t.id is not None and t.id > self.since and t.author == PERSON and t.text:
                 self.learn(t, state_before(i))
 
@@ -120,13 +129,13 @@ class Learner:
             out["last_base"], out["last_adapted"] = round(self.last[0], 4), round(self.last[1], 4)
         return out
 
-    def snapshot(self) -> bytes:
+    def snapshot(self) -> Snapshot:
         extra = {"after": str(self.after), "since": str(self.since), "base_loss": repr(self.base_loss)}
         extra |= {"adapted_loss": repr(self.adapted_loss), "last": repr(list(self.last or ()))}
         return self.adapter.snapshot(extra)
 
-    def restore(self, data: bytes) -> bool:
-        meta = self.adapter.restore(data)
+    def restore(self, snap: Snapshot | bytes) -> bool:
+        meta = self.adapter.restore(snap)
         if meta is None:
             return False
         try:

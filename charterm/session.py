@@ -19,7 +19,7 @@ import torch
 
 from charterm.checkpoint import LoadedModel
 from charterm.errors import UsageError
-from charterm.learning import Learner, relearn_since
+from charterm.learning import READ_CHARS, Learner, one_thread, relearn_since
 from charterm.model import State
 from charterm.sampling import CharSampler, Generation, Stepper, run_ids
 from charterm.settings import STOP_AT, Settings  # noqa: F401 (re-exported)
@@ -275,6 +275,23 @@ class Session:
             return self.learner.stepper(self.stepper.precision)
         return self.stepper
 
+    def adapted_state(self) -> State:
+        """The state the adapted weights reach at the end of the story: they read its last
+        READ_CHARS chars or more (whole turns) from the base model's state before them."""
+        with self._lock:
+            j, chars = len(self.turns) - 1, 0
+            while j >= 0 and chars < READ_CHARS:
+                chars += len(self.turns[j].text)
+                j -= 1
+            text = "".join(t.text for t in self.turns[j + 1 :])
+            folded, _ = self.loaded.vocab.fold(text)
+            state = self.ensure_state(j)
+            if not folded:
+                return state
+            with one_thread():
+                _, state = run_ids(self.learner.adapter.model, [self.loaded.vocab.index[c] for c in folded], state)
+            return state
+
     def adaptation(self) -> dict:
         """Whether the story adapts, and the learner's figures."""
         return {"on": self.learner is not None, **(self.learner.figures() if self.learner else {})}
@@ -293,7 +310,7 @@ class Session:
         learner = self.learner
         if learner is None or learner.saved or not (self.store and self.story):
             return
-        data = learner.snapshot()
+        data = learner.snapshot().to_bytes()
         self.store.save_adaptation(self.story.id, self.loaded.fingerprint, learner.since, learner.after, data)
         learner.saved = True
 
@@ -390,6 +407,8 @@ class Continuation:
         self._start_state = state = session.state
         stepper = session.generation_stepper()
         self._adapted = stepper is not session.stepper
+        if self._adapted:
+            state = session.adapted_state()
         sampler = CharSampler(s.top_k or None, s.temperature, seed, session.loaded.vocab.unknown_id)
         self._gen = Generation(stepper, session.logits(state, stepper), state, sampler)
 

@@ -105,6 +105,11 @@ def test_another_window_s_turn_is_learned_in_both_windows_alike(store, home, loa
     write(other, "kandish laughed. ")
     one.sync()
     assert one.text == other.text and same(weights(one), weights(other))
+    other.undo()
+    other.undo()
+    write(other, "the stove was cold. ")  # one re-learns from the snapshot it kept before the undone turn
+    one.sync()
+    assert one.text == other.text and same(weights(one), weights(other))
     other_store.close()
 
 
