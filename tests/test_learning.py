@@ -232,3 +232,31 @@ def test_a_newer_database_is_refused_and_left_byte_for_byte(tmp_path):
         Store(path)
     assert "\n" not in str(e.value) and path.read_bytes() == before
     assert not (tmp_path / "stories.db.schema3.bak").exists()
+
+
+LIGHTHOUSE = [
+    "The lighthouse keeper was called Velmorth, and he had lived on the island for thirty years. ",
+    "In the morning Velmorth went down to the boat. ",
+    '"You are late," said Velmorth to the boy who brought the letters. ',
+    "The boy looked at Velmorth and said nothing. ",
+    "That evening Velmorth lit the lamp and sat down to write. ",
+    "Nobody in the village had ever seen Velmorth smile. ",
+]
+
+
+def test_the_shipped_model_writes_the_story_s_own_name_once_it_has_learned_it(home, model_path):
+    """The README's example: the base model turns "Ve" into "Veslovsky" (a name from the book);
+    after twelve short turns that name Velmorth, the story's model writes "Velmorth". (`model_path`
+    for its one torch thread.)"""
+    store = Store()
+    shipped = load_model(default_model_path())
+    written = {}
+    for adapt in (False, True):
+        s = Session.open(store, f"lighthouse {adapt}", shipped)
+        s.update_settings(adapt=adapt, temperature=0.0)
+        for turn in LIGHTHOUSE * 2:
+            s.append_person_turn(turn)
+        s.append_person_turn("At last Ve")
+        written[adapt] = s.continue_(10).run().text
+    store.close()
+    assert written[False].startswith("slovsky") and written[True].startswith("lmorth"), written
