@@ -27,6 +27,7 @@ from charterm.store import PERSON, Turn
 
 KEEP = 2  # snapshots in memory: 27 MB each for the shipped model
 READ_CHARS = 1_000  # the adapted weights write from the state they reach reading this much of the end
+SAVE_CHARS = 3_000  # below this much learned text, reopening learns it again (under 3 s) rather than keep 27 MB
 RELEARN_CHARS = 10_000  # a story met by a new base model re-learns at most this much of the person's text
 
 

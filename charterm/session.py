@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from charterm import learning
 from charterm.checkpoint import LoadedModel
 from charterm.errors import UsageError
 from charterm.learning import READ_CHARS, Learner, one_thread, relearn_since
@@ -173,10 +174,8 @@ class Session:
         with self._lock:
             self.sync()
             folded, report = self.loaded.vocab.fold(text)
-            before = self.state
-            state = self._run_text(folded, before)
-            turn = Turn(PERSON, text, pack_state(state), self.loaded.fingerprint)
-            self._commit(turn, state)
+            state = self._run_text(folded, self.state)
+            self._commit(Turn(PERSON, text, pack_state(state), self.loaded.fingerprint), state)
             if self.learner is not None:
                 self._learn_to_end()
             return report
@@ -306,11 +305,12 @@ class Session:
             self.save_adaptation()
 
     def save_adaptation(self) -> None:
-        """Keep the adapted weights in the store (a cache: the rule can always re-learn them)."""
+        """Keep where learning starts, and the adapted weights once there are SAVE_CHARS learned
+        (they are a cache: the rule can always learn them again)."""
         learner = self.learner
         if learner is None or learner.saved or not (self.store and self.story):
             return
-        data = learner.snapshot().to_bytes()
+        data = learner.snapshot().to_bytes() if learner.chars >= learning.SAVE_CHARS else b""
         self.store.save_adaptation(self.story.id, self.loaded.fingerprint, learner.since, learner.after, data)
         learner.saved = True
 

@@ -82,19 +82,33 @@ def test_only_the_person_s_turns_are_learned(store, loaded):
     assert s.generation_stepper() is not s.stepper  # the model writes with what it learned
 
 
-def test_reopening_continues_with_the_saved_weights_or_learns_them_again_exactly(store, home, loaded):
+def test_reopening_continues_with_the_saved_weights_or_learns_them_again_exactly(store, home, loaded, monkeypatch):
+    monkeypatch.setattr(learning, "SAVE_CHARS", 100)
     s = Session.open(store, "reopen", loaded)
     for text in (NAMED, "the stove was cold. ", NAMED[::-1]):
         write(s, text)
     want, figures = weights(s), s.adaptation()
     s.save_adaptation()
     second = Store(home / "stories.db")
+    learn = learning.Learner.learn
+    monkeypatch.setattr(learning.Learner, "learn", lambda *a: pytest.fail("the saved weights were learned again"))
     again = Session.open(second, "reopen", loaded)
     assert same(weights(again), want) and again.adaptation() == figures
+    monkeypatch.setattr(learning.Learner, "learn", learn)
     second.db.execute("DELETE FROM adaptations")  # the kept weights are only a cache
     third = Session.open(second, "reopen", loaded)
     assert same(weights(third), want) and third.adaptation() == figures
     second.close()
+
+
+def test_a_short_story_keeps_where_learning_starts_but_not_its_weights(store, loaded):
+    s = Session.open(store, "short", loaded)
+    write(s, NAMED)
+    s.reset_adaptation()
+    write(s, "kandish laughed. ")
+    s.save_adaptation()
+    base, since, after, data = store.load_adaptation(s.story.id)
+    assert (base, since, after, data) == (loaded.fingerprint, s.turns[1].id, s.turns[2].id, b"")
 
 
 def test_another_window_s_turn_is_learned_in_both_windows_alike(store, home, loaded):
