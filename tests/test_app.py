@@ -338,6 +338,25 @@ def test_setting_commands_update_the_panel_and_the_store(home, tiny_model):
     run_app(test, model=tiny_model)
 
 
+def test_the_side_pane_says_what_the_model_learned_and_adapt_reset_forgets_it(home, tiny_model):
+    async def test(app, pilot):
+        await wait_ready(pilot)
+        await submit(pilot, "/chars 20")
+        await submit(pilot, "Anna said")
+        await wait_idle(pilot)
+        assert "learned 9 chars" in card_text(app) and app.snapshot.adaptation["chars"] == 9
+        await submit(pilot, "/adapt reset")
+        await wait_idle(pilot)
+        assert "adapting: nothing learned yet" in card_text(app)
+        assert any("forgot what the model learned" in m for m in app.messages())
+        await submit(pilot, "/adapt off")
+        await submit(pilot, "/adapt reset")
+        await wait_idle(pilot)
+        assert app.errors() == ["adaptation is off for this story; /adapt on turns it on"]
+
+    run_app(test, model=tiny_model)
+
+
 def test_tab_completes_commands_and_their_choices(home, tiny_model):
     async def test(app, pilot):
         await wait_ready(pilot)
