@@ -173,8 +173,7 @@ async def submit(pilot, line: str) -> None:
 
     prompt = pilot.app.query_one(PromptInput)
     prompt.focus()
-    prompt.value = line
-    prompt.cursor_position = len(line)
+    prompt.set_text(line)
     await pilot.press("enter")
 
 

@@ -167,7 +167,7 @@ def test_a_turn_is_shown_and_stored(home, tiny_model):
     async def test(app, pilot):
         await wait_ready(pilot)
         await type_line(pilot, "/chars 40")
-        assert prompt(app).value == ""
+        assert prompt(app).text == ""
         await wait_idle(pilot)
         assert app.snapshot.settings["chars"] == 40 and stored_settings()["chars"] == 40
         await write_turn(pilot, "Anna")
@@ -340,11 +340,11 @@ def test_tab_completes_commands_and_their_choices(home, tiny_model):
         await wait_ready(pilot)
         await type_line(pilot, "/to", enter=False)
         await pilot.press("tab")
-        assert prompt(app).value == "/topk " and prompt(app).cursor_position == 6
-        prompt(app).value = ""
+        assert prompt(app).text == "/topk " and prompt(app).cursor_location == (0, 6)
+        prompt(app).clear()
         await type_line(pilot, "/stop s", enter=False)
         await pilot.press("tab")
-        assert prompt(app).value == "/stop sentence"
+        assert prompt(app).text == "/stop sentence"
         await pilot.press("enter")
         await wait_idle(pilot)
         assert stored_settings()["stop_at"] == "sentence" and panel_values(app)["stop_at"] == "sentence"
