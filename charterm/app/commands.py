@@ -39,7 +39,7 @@ SETTING_COMMANDS = tuple(BY_COMMAND)
 KEYS = [
     ("Enter", "add what you typed and let the model continue (empty: just continue)"),
     ("Ctrl+J", "a new line in what you type (in any terminal, tmux too)"),
-    ("Shift+Enter", "a new line too, where the terminal tells it from Enter (Alt+Enter too)"),
+    ("Shift+Enter", "a new line, if the terminal reports it (or Alt+Enter)"),
     ("Up/Down", "recall what you sent before (in earlier runs too)"),
     ("Esc, Ctrl+C", "stop the model now (what it wrote so far is kept)"),
     ("Ctrl+Z", "undo the last turn"),

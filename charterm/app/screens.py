@@ -33,7 +33,7 @@ def welcome_text(data_dir: Path) -> str:
         "Type the start of a story below and press Enter: the model goes on from there, char by char. "
         "Then it is your turn again.",
         "",
-        *(f"{key}: {keys[key]}" for key in WELCOME_KEYS),
+        *(f"{key}  {keys[key]}" for key in WELCOME_KEYS),
         "",
         f"Every turn is saved as it ends, in {shown_path(data_dir)}",
     ]

@@ -42,6 +42,10 @@ class PromptInput(TextArea):
         )
         self.input_history = input_history or InputHistory()
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Ctrl+Z undoes the story's last turn (the app's key), never an edit here."""
+        return action != "undo" and super().check_action(action, parameters)
+
     def action_submit(self) -> None:
         value = self.text
         self.input_history.add(value)
