@@ -2,6 +2,7 @@
 
 import asyncio
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -90,6 +91,21 @@ def wait_gone(pid: int, timeout: float = 5.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"process {pid} is still there {timeout} s on")
         time.sleep(0.05)
+
+
+def gate_the_model_load(monkeypatch) -> threading.Event:
+    """Hold the worker's model load until the returned event is set (the worker runs in this process)."""
+    import charterm.checkpoint
+
+    gate = threading.Event()
+    real_load = charterm.checkpoint.load_model
+
+    def slow_load(*args, **kw):
+        assert gate.wait(20), "the test never let the model load"
+        return real_load(*args, **kw)
+
+    monkeypatch.setattr(charterm.checkpoint, "load_model", slow_load)
+    return gate
 
 
 # --- the story as stored, read through a second connection ------------------------------------------

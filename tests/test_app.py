@@ -11,12 +11,12 @@ import os
 import shutil
 import signal
 import sys
-import threading
 
 import pytest
 from apphelpers import (
     FAKE_TRAINER,
     card_text,
+    gate_the_model_load,
     idle,
     panel_values,
     run_app,
@@ -82,21 +82,6 @@ async def write_turn(pilot, text: str, timeout: float = 20) -> None:
     before = app.snapshot.turns
     await type_line(pilot, text)
     await wait_until(pilot, lambda: app.snapshot and app.snapshot.turns > before and idle(app), timeout, "the turn")
-
-
-def gate_the_model_load(monkeypatch) -> threading.Event:
-    """Hold the worker's model load until the returned event is set (the worker runs in this process)."""
-    import charterm.checkpoint
-
-    gate = threading.Event()
-    real_load = charterm.checkpoint.load_model
-
-    def slow_load(*args, **kw):
-        assert gate.wait(20), "the test never let the model load"
-        return real_load(*args, **kw)
-
-    monkeypatch.setattr(charterm.checkpoint, "load_model", slow_load)
-    return gate
 
 
 # --- start-up and writing ---------------------------------------------------------------------------

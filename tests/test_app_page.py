@@ -8,7 +8,18 @@ As in test_app.py, every test runs the real CharTermApp on a temporary CHARTERM_
 import json
 
 import pytest
-from apphelpers import run_app, stored, stored_text, submit, type_line, view, wait_idle, wait_ready, wait_until
+from apphelpers import (
+    gate_the_model_load,
+    run_app,
+    stored,
+    stored_text,
+    submit,
+    type_line,
+    view,
+    wait_idle,
+    wait_ready,
+    wait_until,
+)
 from textual import events
 from textual.command import CommandPalette
 from textual.widgets import OptionList
@@ -177,8 +188,13 @@ def test_tab_completion_shows_greyed_and_right_takes_it(home, tiny_model):
 # --- the welcome -------------------------------------------------------------------------------------------
 
 
-def test_an_empty_story_shows_the_welcome_until_its_first_text(home, tiny_model):
+def test_an_empty_story_shows_the_welcome_until_its_first_text(home, tiny_model, monkeypatch):
+    gate = gate_the_model_load(monkeypatch)
+
     async def test(app, pilot):
+        await pilot.pause()
+        assert rows(app) == []  # while the model loads nothing says the story is empty
+        gate.set()
         await wait_ready(pilot)
         shown = "\n".join(rows(app))
         assert shown.startswith("Type the start of a story below and press")

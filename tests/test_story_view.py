@@ -516,7 +516,8 @@ def test_set_wrap_switches_the_display_not_the_text():
 
 
 def test_an_empty_story_shows_the_welcome_until_its_first_text():
-    view = StoryView(welcome="Welcome.\nType a story below.")
+    view = StoryView()
+    view.set_welcome("Welcome.\nType a story below.")
 
     async def check(pilot, view):
         assert shown(view)[:3] == ["Welcome.", "Type a story below.", ""]

@@ -124,7 +124,7 @@ class CharTermApp(App):
         yield Static("charterm", id="title", markup=False)
         with Horizontal(id="main"):
             wrap = self.preferences.get("wrap")
-            yield StoryView(id="story", wrap=wrap if wrap in WRAPS else "soft", welcome=welcome_text(home()))
+            yield StoryView(id="story", wrap=wrap if wrap in WRAPS else "soft")
             with Vertical(id="side"):
                 yield ModelCard("loading the model...", id="card", markup=False)
                 yield SettingsPanel(id="settings")
@@ -178,7 +178,10 @@ class CharTermApp(App):
             handler(ev)
 
     def _on_reset(self, ev: p.Reset) -> None:
-        self.query_one(StoryView).set_runs([(a, t) for a, t in ev.runs])
+        view = self.query_one(StoryView)
+        if not view.welcome:  # from the first story the worker opens on: an empty one shows it
+            view.set_welcome(welcome_text(home()))
+        view.set_runs([(a, t) for a, t in ev.runs])
         self._last_turn_start = sum(len(t) for _, t in ev.runs[:-1])  # a reset has one run per turn
         self._turn_ended = True
 

@@ -195,7 +195,7 @@ class StoryView(ScrollView, can_focus=True):
     wrap every newline starts a line. Tabs become spaces up to the next multiple of 4 cells from the start of the
     logical line; other control characters show as U+FFFD. An append keeps the view at the end if it was at the
     end (or within one line of it) and leaves it alone if the person had scrolled up. While the story is empty
-    the view shows `welcome` instead.
+    the view shows its welcome instead, if it was given one.
     """
 
     COMPONENT_CLASSES = {"story-view--person", "story-view--model", "story-view--welcome"}
@@ -225,7 +225,6 @@ class StoryView(ScrollView, can_focus=True):
         self,
         *,
         wrap: str = "soft",
-        welcome: str = "",
         name: str | None = None,
         id: str | None = None,
         classes: str | None = None,
@@ -234,8 +233,8 @@ class StoryView(ScrollView, can_focus=True):
         _check_wrap(wrap)
         self.wrap = wrap
         """"soft" (a newline inside a paragraph shows as a space) or "hard" (every newline starts a line)."""
-        self.welcome = welcome
-        """What an empty story shows (its own newlines start lines)."""
+        self.welcome = ""
+        """What an empty story shows (`set_welcome`)."""
         self._runs: list[tuple[str, list[str]]] = []
         """(author, chunks) with neighbouring runs by different authors; chunks are joined lazily."""
         self._tail: list[Span] = []
@@ -342,6 +341,12 @@ class StoryView(ScrollView, can_focus=True):
         self.refresh()
         if follow:
             self.scroll_to_end()
+
+    def set_welcome(self, text: str) -> None:
+        """Show `text` while the story is empty (its newlines start lines); cheap while it is."""
+        self.welcome = text
+        self._rewrap_all()
+        self.refresh()
 
     def _add_to_tail(self, author: str, text: str) -> None:
         """Add text to the last logical line; wrap the lines it ends (when the width is known) into `_lines`."""
