@@ -134,6 +134,24 @@ def test_a_new_line_key_and_a_paste_make_one_turn_of_several_lines(home, tiny_mo
     run_app(test, model=tiny_model)
 
 
+def test_keys_that_arrive_together_are_taken_in_order(home, tiny_model):
+    """A terminal (tmux send-keys, a fast typist over SSH) can deliver "Anna" and Enter in one read."""
+
+    async def test(app, pilot):
+        await wait_ready(pilot)
+        await submit(pilot, "/chars 0")
+        await wait_idle(pilot)
+        for key, char in [*((c, c) for c in "/wr"), ("tab", "\t"), *((c, c) for c in "hard"), ("enter", "\r")]:
+            app.post_message(events.Key(key, char))  # as the driver posts them, without waiting in between
+        await wait_until(pilot, lambda: view(app).wrap == "hard", 5, "/wrap hard")
+        for key, char in [*((c, c) for c in "Anna"), ("ctrl+j", "\n"), ("w", "w"), ("enter", "\r")]:
+            app.post_message(events.Key(key, char))
+        await wait_until(pilot, lambda: stored() == [(PERSON, "Anna\nw")] and not app.pending, 5, "the turn")
+        assert prompt(app).text == ""
+
+    run_app(test, model=tiny_model)
+
+
 def test_up_and_down_recall_what_was_sent_in_this_run_and_the_last(home, tiny_model):
     async def first(app, pilot):
         await wait_ready(pilot)

@@ -1,8 +1,7 @@
 """The app's small widgets: the prompt, the model card, the sampling settings."""
 
-from textual import on
+from textual import events, on
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.widgets import Input, Label, Static, TextArea
@@ -27,11 +26,7 @@ class PromptInput(TextArea):
             self.prompt = prompt
             self.value = value
 
-    BINDINGS = [
-        Binding("enter", "submit", "send", show=False, priority=True),
-        Binding("shift+enter,ctrl+j,alt+enter", "newline", "new line", show=False, priority=True),
-        Binding("tab", "complete", "complete", show=False, priority=True),
-    ]
+    NEWLINE_KEYS = ("shift+enter", "ctrl+j", "alt+enter")
 
     def __init__(self, input_history: InputHistory | None = None, **kw) -> None:
         super().__init__(
@@ -41,6 +36,21 @@ class PromptInput(TextArea):
             **kw,
         )
         self.input_history = input_history or InputHistory()
+
+    def on_key(self, event: events.Key) -> None:
+        """Enter, the new-line keys and Tab, taken in turn with the keys typed before them (a binding would run
+        before the chars of the same burst are in the prompt: "Anna" and Enter sent at once would send "")."""
+        if event.key == "enter":
+            action = self.action_submit
+        elif event.key in self.NEWLINE_KEYS:
+            action = self.action_newline
+        elif event.key == "tab":
+            action = self.action_complete
+        else:
+            return
+        event.prevent_default()
+        event.stop()
+        action()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Ctrl+Z undoes the story's last turn (the app's key), never an edit here."""
