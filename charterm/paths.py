@@ -14,6 +14,16 @@ def home() -> Path:
     return Path(platformdirs.user_data_dir("charterm", appauthor=False))
 
 
+def preferences_path() -> Path:
+    """The app's preferences (the theme, soft or hard wrap): a small JSON object in the data dir."""
+    return home() / "preferences.json"
+
+
+def history_path() -> Path:
+    """What the person sent in the app, newest last (Up and Down recall it): a JSON list in the data dir."""
+    return home() / "history.json"
+
+
 def models_dir() -> Path:
     """Where a training run started from the app writes its model."""
     return home() / "models"

@@ -2,6 +2,7 @@
 
 import asyncio
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -92,6 +93,21 @@ def wait_gone(pid: int, timeout: float = 5.0) -> None:
         time.sleep(0.05)
 
 
+def gate_the_model_load(monkeypatch) -> threading.Event:
+    """Hold the worker's model load until the returned event is set (the worker runs in this process)."""
+    import charterm.checkpoint
+
+    gate = threading.Event()
+    real_load = charterm.checkpoint.load_model
+
+    def slow_load(*args, **kw):
+        assert gate.wait(20), "the test never let the model load"
+        return real_load(*args, **kw)
+
+    monkeypatch.setattr(charterm.checkpoint, "load_model", slow_load)
+    return gate
+
+
 # --- the story as stored, read through a second connection ------------------------------------------
 
 
@@ -173,8 +189,7 @@ async def submit(pilot, line: str) -> None:
 
     prompt = pilot.app.query_one(PromptInput)
     prompt.focus()
-    prompt.value = line
-    prompt.cursor_position = len(line)
+    prompt.set_text(line)
     await pilot.press("enter")
 
 

@@ -11,12 +11,12 @@ import os
 import shutil
 import signal
 import sys
-import threading
 
 import pytest
 from apphelpers import (
     FAKE_TRAINER,
     card_text,
+    gate_the_model_load,
     idle,
     panel_values,
     run_app,
@@ -82,21 +82,6 @@ async def write_turn(pilot, text: str, timeout: float = 20) -> None:
     before = app.snapshot.turns
     await type_line(pilot, text)
     await wait_until(pilot, lambda: app.snapshot and app.snapshot.turns > before and idle(app), timeout, "the turn")
-
-
-def gate_the_model_load(monkeypatch) -> threading.Event:
-    """Hold the worker's model load until the returned event is set (the worker runs in this process)."""
-    import charterm.checkpoint
-
-    gate = threading.Event()
-    real_load = charterm.checkpoint.load_model
-
-    def slow_load(*args, **kw):
-        assert gate.wait(20), "the test never let the model load"
-        return real_load(*args, **kw)
-
-    monkeypatch.setattr(charterm.checkpoint, "load_model", slow_load)
-    return gate
 
 
 # --- start-up and writing ---------------------------------------------------------------------------
@@ -167,7 +152,7 @@ def test_a_turn_is_shown_and_stored(home, tiny_model):
     async def test(app, pilot):
         await wait_ready(pilot)
         await type_line(pilot, "/chars 40")
-        assert prompt(app).value == ""
+        assert prompt(app).text == ""
         await wait_idle(pilot)
         assert app.snapshot.settings["chars"] == 40 and stored_settings()["chars"] == 40
         await write_turn(pilot, "Anna")
@@ -362,11 +347,11 @@ def test_tab_completes_commands_and_their_choices(home, tiny_model):
         await wait_ready(pilot)
         await type_line(pilot, "/to", enter=False)
         await pilot.press("tab")
-        assert prompt(app).value == "/topk " and prompt(app).cursor_position == 6
-        prompt(app).value = ""
+        assert prompt(app).text == "/topk " and prompt(app).cursor_location == (0, 6)
+        prompt(app).clear()
         await type_line(pilot, "/stop s", enter=False)
         await pilot.press("tab")
-        assert prompt(app).value == "/stop sentence"
+        assert prompt(app).text == "/stop sentence"
         await pilot.press("enter")
         await wait_idle(pilot)
         assert stored_settings()["stop_at"] == "sentence" and panel_values(app)["stop_at"] == "sentence"

@@ -12,7 +12,7 @@ import string
 import pytest
 from apphelpers import RecordingApp, wait_idle, wait_until
 from textual.clock import MockClock
-from textual.widgets import Input, ProgressBar
+from textual.widgets import ProgressBar
 
 from charterm import train_events as te
 from charterm.app.training_pane import TrainingPane
@@ -42,11 +42,11 @@ def write_model(path) -> None:
     save_model(path, model, vocab, {"val_loss": 1.8765, "steps": 100})
 
 
-@pytest.fixture
-def snap_app(tmp_path, monkeypatch):
-    """An app on a fresh CHARTERM_HOME holding the story "tale", with the model at .../anna-tiny.safetensors
-    (its worker on a thread of this process)."""
+def story_app(tmp_path, monkeypatch, turns) -> RecordingApp:
+    """An app on a fresh CHARTERM_HOME (~/home, with $HOME at `tmp_path`) holding the story "tale" of `turns`,
+    with the model at .../anna-tiny.safetensors (its worker on a thread of this process)."""
     home = tmp_path / "home"
+    monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("CHARTERM_HOME", str(home))
     model = tmp_path / "anna-tiny.safetensors"
     write_model(model)
@@ -54,7 +54,7 @@ def snap_app(tmp_path, monkeypatch):
     try:
         story = store.open("tale", str(model))
         revision = story.revision
-        for author, text in STORY:
+        for author, text in turns:
             revision = store.append_turn(story.id, revision, Turn(author, text))
         store.set_last_story("tale")
     finally:
@@ -62,12 +62,17 @@ def snap_app(tmp_path, monkeypatch):
     return RecordingApp(model=str(model), in_thread=True)
 
 
-async def settle(pilot) -> None:
-    """Wait until the model is loaded and the story shown, then stop the cursor blinking."""
+@pytest.fixture
+def snap_app(tmp_path, monkeypatch):
+    return story_app(tmp_path, monkeypatch, STORY)
+
+
+async def settle(pilot, turns=STORY) -> None:
+    """Wait until the model is loaded and the story shown, then stop the cursors blinking."""
     app = pilot.app
     await wait_idle(pilot)
-    await wait_until(pilot, lambda: app.query_one("#story").text == "".join(t for _, t in STORY), 10)
-    for widget in app.query(Input):
+    await wait_until(pilot, lambda: app.query_one("#story").text == "".join(t for _, t in turns), 10)
+    for widget in app.query("Input, TextArea"):
         widget.cursor_blink = False
     await pilot.pause()
 
@@ -139,3 +144,34 @@ def test_training_pane_after_some_events(snap_compare, snap_app):
         await pilot.pause()
 
     assert snap_compare(snap_app, terminal_size=SIZE, run_before=run_before)
+
+
+BOOK = [  # as the book has it: a hard line break about every 70 chars
+    (
+        MODEL,
+        "Happy families are all alike; every unhappy family is unhappy in its own\n"
+        "way.\n\n"
+        "Everything was in confusion in the Oblonskys' house. The wife had\n"
+        "discovered that the husband was carrying on an intrigue with a French\n"
+        "girl, who had been a governess in their family, and she had announced\n"
+        "to her husband that she could not go on living in the same house with\n"
+        "him.",
+    ),
+    (PERSON, "\n\nAnna came in,\nsmiling."),
+]
+
+
+def test_a_soft_wrapped_story(snap_compare, tmp_path, monkeypatch):
+    """The book's hard line breaks don't show: each paragraph fills the pane."""
+
+    async def run_before(pilot):
+        await settle(pilot, BOOK)
+
+    assert snap_compare(story_app(tmp_path, monkeypatch, BOOK), terminal_size=SIZE, run_before=run_before)
+
+
+def test_the_welcome_of_an_empty_story(snap_compare, tmp_path, monkeypatch):
+    async def run_before(pilot):
+        await settle(pilot, [])
+
+    assert snap_compare(story_app(tmp_path, monkeypatch, []), terminal_size=SIZE, run_before=run_before)

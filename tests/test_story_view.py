@@ -10,9 +10,10 @@ from textual.geometry import Size
 from textual.strip import Strip
 
 from charterm.app import story_view
-from charterm.app.story_view import MODEL, PERSON, StoryView
+from charterm.app.story_view import MODEL, PERSON, WELCOME, StoryView, split_lines
 
 SCROLLBAR = 2  # default vertical scrollbar width; StoryView always shows it
+LINE_BREAK = {"hard": "\n", "soft": "\n\n"}  # what starts a new line on screen with each wrap
 
 
 class Host(App):
@@ -28,11 +29,12 @@ class Host(App):
         yield self.view
 
 
-def run(test, width=20, height=8, view=None):
-    """Run `test(pilot, view)` in a Host app whose story view wraps to `width` cells."""
+def run(test, width=20, height=8, view=None, wrap=None):
+    """Run `test(pilot, view)` in a Host app whose story view wraps to `width` cells (`wrap`: the view's
+    mode, else the default: soft)."""
 
     async def main():
-        app = Host(view)
+        app = Host(view or (StoryView(wrap=wrap) if wrap else None))
         async with app.run_test(size=(width + SCROLLBAR, height)) as pilot:
             await pilot.pause()
             assert app.view._wrap_width == width
@@ -79,7 +81,7 @@ def test_newlines_start_lines():
         assert wrapped(view) == ["one", "", "two three", "four", ""]
         assert view.virtual_size.height == 5
 
-    run(check)
+    run(check, wrap="hard")
 
 
 def test_person_bold_and_coloured_model_plain():
@@ -138,7 +140,7 @@ def test_append_merges_runs_and_words_across_authors():
         with pytest.raises(ValueError):
             view.append("x", "narrator")
 
-    run(check, width=8)
+    run(check, width=8, wrap="hard")
 
 
 def test_set_runs_merges_and_clear_empties():
@@ -154,7 +156,8 @@ def test_set_runs_merges_and_clear_empties():
     run(check)
 
 
-def test_appends_match_set_runs():
+@pytest.mark.parametrize("wrap", ["soft", "hard"])
+def test_appends_match_set_runs(wrap):
     """Streaming a story in random chunks lays it out exactly as setting it at once."""
     rng = random.Random(3)
     words = ["a", "tale", "of", "two", "cities", "supercalifragilistic", "\n", "\n\n", "中文", " ", "x\ty"]
@@ -172,60 +175,70 @@ def test_appends_match_set_runs():
         assert "".join(text for _, text in chunks) == view.text
         assert [line.segments for line in view._lines] == streamed
 
-    run(check, width=12)
+    run(check, width=12, wrap=wrap)
 
 
-def test_follows_end_while_at_bottom():
+@pytest.mark.parametrize("wrap", ["soft", "hard"])
+def test_follows_end_while_at_bottom(wrap):
+    br = LINE_BREAK[wrap]
+
     async def check(pilot, view):
-        view.set_runs([(MODEL, "\n".join(f"line {i}" for i in range(50)))])
+        view.set_runs([(MODEL, br.join(f"line {i}" for i in range(50)))])
         await pilot.pause()
         assert view.max_scroll_y > 0
         assert view.scroll_y == view.max_scroll_y
         for i in range(5):
-            view.append(f"\nmore {i}", MODEL)
+            view.append(f"{br}more {i}", MODEL)
         await pilot.pause()
         assert view.scroll_y == view.max_scroll_y
         assert shown(view)[-1] == "more 4"
         # Within one line of the end still counts as following.
         view.scroll_to(y=view.max_scroll_y - 1, animate=False)
         await pilot.pause()
-        view.append("\nlast", PERSON)
+        view.append(f"{br}last", PERSON)
         await pilot.pause()
         assert view.scroll_y == view.max_scroll_y
         assert shown(view)[-1] == "last"
 
-    run(check)
+    run(check, wrap=wrap)
 
 
-def test_a_resize_while_following_stays_at_the_end():
+@pytest.mark.parametrize("wrap", ["soft", "hard"])
+def test_a_resize_while_following_stays_at_the_end(wrap):
+    br = LINE_BREAK[wrap]
+
     async def check(pilot, view):
-        view.set_runs([(MODEL, "\n".join(f"line {i} with some words" for i in range(80)))])
+        view.set_runs([(MODEL, br.join(f"line {i} with some words" for i in range(80)))])
         await pilot.pause()
         for size in ((40, 12), (20 + SCROLLBAR, 8), (30, 6)):  # taller, back, and shorter + narrower
             await pilot.resize_terminal(*size)
             await pilot.pause()
-            view.append("\nmore", MODEL)
+            view.append(f"{br}more", MODEL)
             await pilot.pause()
             assert view.max_scroll_y > 0 and view.scroll_y == view.max_scroll_y, size
             assert shown(view)[-1] == "more"
 
-    run(check)
+    run(check, wrap=wrap)
 
 
-def test_does_not_follow_when_scrolled_up():
+@pytest.mark.parametrize("wrap", ["soft", "hard"])
+def test_does_not_follow_when_scrolled_up(wrap):
+    br = LINE_BREAK[wrap]
+
     async def check(pilot, view):
-        view.set_runs([(MODEL, "\n".join(f"line {i}" for i in range(50)))])
+        view.set_runs([(MODEL, br.join(f"line {i}" for i in range(50)))])
         await pilot.pause()
         view.scroll_to(y=10, animate=False)
         await pilot.pause()
+        top = shown(view)[0]
         for i in range(5):
-            view.append(f"\nmore {i}", MODEL)
+            view.append(f"{br}more {i}", MODEL)
         await pilot.pause()
         assert view.scroll_y == 10
-        assert shown(view)[0] == "line 10"
+        assert shown(view)[0] == top == wrapped(view)[10] == {"hard": "line 10", "soft": "line 5"}[wrap]
         assert view.max_scroll_y > 10
 
-    run(check)
+    run(check, wrap=wrap)
 
 
 def test_scroll_keys():
@@ -275,7 +288,7 @@ def test_wide_characters_measured_in_cells():
         assert all(cell_len(line) <= 10 for line in wrapped(view))
         assert all(view.render_line(y).cell_length == view.size.width for y in range(view.size.height))
 
-    run(check, width=10)
+    run(check, width=10, wrap="hard")
 
 
 def test_tabs_and_control_characters():
@@ -286,7 +299,7 @@ def test_tabs_and_control_characters():
         assert view.text == "a\tb\nx\x07y\x1b[31mred\r"
         assert all(view.render_line(y).cell_length == view.size.width for y in range(view.size.height))
 
-    run(check)
+    run(check, wrap="hard")
 
 
 def test_filled_before_mount():
@@ -304,15 +317,18 @@ def test_filled_before_mount():
     run(check, view=view)
 
 
-def test_append_rewraps_only_the_last_logical_line(monkeypatch):
+@pytest.mark.parametrize("wrap", ["soft", "hard"])
+def test_append_rewraps_only_the_last_logical_line(monkeypatch, wrap):
+    br = LINE_BREAK[wrap]
+
     async def check(pilot, view):
         for i in range(2000):
-            view.append(f"line {i} of a tale\n", MODEL if i % 2 else PERSON)
+            view.append(f"line {i} of a tale{br}", MODEL if i % 2 else PERSON)
         view.append("a last paragraph long enough to wrap over several display lines", MODEL)
         await pilot.pause()
         before = list(view._lines)
         tail_start = view._tail_start
-        assert tail_start == 2000 and len(before) > 2002
+        assert tail_start == 2000 * len(br) and len(before) > tail_start + 2
 
         calls = []
         real = story_view.wrap_spans
@@ -329,14 +345,14 @@ def test_append_rewraps_only_the_last_logical_line(monkeypatch):
         assert wrapped(view)[-1].endswith("a bit")
         assert view.scroll_y == view.max_scroll_y
 
-    run(check)
+    run(check, wrap=wrap)
 
 
 class Recorder(StoryView):
     """A StoryView that keeps every row it draws, with the story, width and scroll it drew it at."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, wrap: str) -> None:
+        super().__init__(wrap=wrap)
         self.drawn: list[tuple[str, Size, int, int, str]] = []
 
     def render_line(self, y: int) -> Strip:
@@ -345,16 +361,18 @@ class Recorder(StoryView):
         return strip
 
 
-def rows(text: str, width: int) -> list[str]:
-    """The story's display lines at `width`, as `wrap_spans` lays them out."""
-    return [line.text.rstrip() for part in text.split("\n") for line in story_view.wrap_spans([(MODEL, part)], width)]
+def rows(text: str, width: int, wrap: str) -> list[str]:
+    """The story's display lines at `width`, as `split_lines` and `wrap_spans` lay them out."""
+    lines = split_lines([(MODEL, text)], wrap)
+    return [line.text.rstrip() for spans in lines for line in story_view.wrap_spans(spans, width)]
 
 
-def test_the_frame_after_a_resize_is_wrapped_to_the_new_width():
+@pytest.mark.parametrize("wrap", ["soft", "hard"])
+def test_the_frame_after_a_resize_is_wrapped_to_the_new_width(wrap):
     """The frame drawn right after a resize (before the view's Resize event) shows the end, wrapped anew."""
 
     async def check(pilot, view):
-        view.set_runs([(MODEL, "\n".join(f"line {i}" for i in range(30)))])
+        view.set_runs([(MODEL, LINE_BREAK[wrap].join(f"line {i}\nof the tale" for i in range(30)))])
         await pilot.pause()
         for size in ((40 + SCROLLBAR, 10), (20 + SCROLLBAR, 8), (40 + SCROLLBAR, 8), (20 + SCROLLBAR, 6)):
             view.append(" and then a few more words", MODEL)
@@ -364,9 +382,153 @@ def test_the_frame_after_a_resize_is_wrapped_to_the_new_width():
             await pilot.pause()
             assert view.drawn and view.scroll_y == view.max_scroll_y, size
             for text, (width, height), scroll_y, y, drawn in view.drawn:
-                expected = rows(text, width)
+                expected = rows(text, width, wrap)
                 assert scroll_y == max(0, len(expected) - height), (size, width, y)
                 assert drawn.rstrip() == (expected + [""] * height)[scroll_y + y], (size, width, y)
             assert shown(view)[-1].endswith("well).")
 
-    run(check, view=Recorder())
+    run(check, view=Recorder(wrap))
+
+
+# --- soft wrap: what the story's text looks like on screen ------------------------------------------------
+
+
+def screen_lines(text: str, width: int = 20, wrap: str = "soft") -> list[str]:
+    """The display lines of a story that is one run of `text`, as `split_lines` and `wrap_spans` lay it out."""
+    return [line.text for spans in split_lines([(MODEL, text)], wrap) for line in story_view.wrap_spans(spans, width)]
+
+
+def test_soft_wrap_joins_the_lines_of_a_paragraph_and_keeps_blank_lines():
+    text = "It was a\nbright cold day\n\nand the clocks\nwere striking\n\n\nthirteen."
+    assert [line.rstrip() for line in screen_lines(text)] == [
+        "It was a bright cold",
+        "day",
+        "",
+        "and the clocks were",
+        "striking",
+        "",
+        "",
+        "thirteen.",
+    ]
+    assert screen_lines(text, wrap="hard") == [
+        "It was a",
+        "bright cold day",
+        "",
+        "and the clocks",
+        "were striking",
+        "",
+        "",
+        "thirteen.",
+    ]
+
+
+def test_soft_wrap_shows_each_lone_newline_as_one_space():
+    """Every char of the story is one char on screen (so a per-char style can follow the text)."""
+    text = "one\ntwo  \nthree\n"
+    lines = split_lines([(PERSON, text)], "soft")
+    assert lines == [[(PERSON, text)]]
+    assert screen_lines(text, width=40) == ["one two   three "]
+
+
+def test_soft_wrap_breaks_long_words_and_spans_of_two_authors():
+    assert screen_lines("supercalifragilistic\nexpialidocious", width=10) == [
+        "supercalif",
+        "ragilistic",
+        "expialidoc",
+        "ious",
+    ]
+    spans = [(PERSON, "Anna\n"), (MODEL, "\nsaid\nno"), (PERSON, "\n\n"), (MODEL, "\nthen")]
+    assert split_lines(spans, "soft") == [[(PERSON, "Anna")], [], [(MODEL, "said\nno")], [], [], [(MODEL, "then")]]
+    assert split_lines(spans, "hard") == [
+        [(PERSON, "Anna")],
+        [],
+        [(MODEL, "said")],
+        [(MODEL, "no")],
+        [],
+        [],
+        [(MODEL, "then")],
+    ]
+
+
+def test_only_newlines_break_lines_a_carriage_return_is_shown():
+    """The store keeps text as written (its own texts are CRLF-free); a stray CR shows, it ends nothing."""
+    assert screen_lines("a\r\nb\n\nc") == ["a\ufffd b", "", "c"]
+    assert screen_lines("a\r\nb", wrap="hard") == ["a\ufffd", "b"]
+
+
+def test_a_newline_streamed_at_the_end_waits_for_the_next_char():
+    """A newline at the end shows as a trailing space; the next char makes it a space or a paragraph break, and
+    every step looks as the whole story set at once does."""
+
+    async def check(pilot, view):
+        for text, want in (
+            ("The end.", ["The end."]),
+            ("\n", ["The end. "]),
+            ("\n", ["The end.", "", ""]),  # a blank line, then the next paragraph (empty so far)
+            ("\n", ["The end.", "", "", ""]),
+            ("Next", ["The end.", "", "", "Next"]),
+            ("\n", ["The end.", "", "", "Next "]),
+            ("day", ["The end.", "", "", "Next day"]),
+        ):
+            view.append(text, MODEL)
+            assert wrapped(view) == want, text
+            streamed = list(view._lines)
+            view.set_runs(view.runs)
+            assert view._lines == streamed
+        await pilot.pause()
+        assert shown(view)[:4] == ["The end.", "", "", "Next day"]
+
+    run(check)
+
+
+def test_a_paragraph_break_across_two_appends_by_two_authors():
+    async def check(pilot, view):
+        view.append("She left.\n", MODEL)
+        view.append("\nHe stayed.", PERSON)
+        assert wrapped(view) == ["She left.", "", "He stayed."]
+        assert view.text == "She left.\n\nHe stayed."
+        assert view.runs == [(MODEL, "She left.\n"), (PERSON, "\nHe stayed.")]
+        assert [line.segments for line in view._lines][2] == ((PERSON, "He stayed."),)
+
+    run(check)
+
+
+def test_set_wrap_switches_the_display_not_the_text():
+    text = "the first line\nthe second\n\nanother paragraph"
+
+    async def check(pilot, view):
+        view.set_runs([(MODEL, text)])
+        await pilot.pause()
+        soft = ["the first line the", "second", "", "another paragraph"]
+        assert [line.rstrip() for line in wrapped(view)] == soft
+        view.set_wrap("hard")
+        await pilot.pause()
+        assert wrapped(view) == ["the first line", "the second", "", "another paragraph"]
+        assert shown(view)[:4] == wrapped(view)
+        assert view.text == text and view.wrap == "hard"
+        view.append("\nand more", MODEL)
+        view.set_wrap("soft")
+        assert [line.rstrip() for line in wrapped(view)] == soft[:-1] + ["another paragraph", "and more"]
+        with pytest.raises(ValueError):
+            view.set_wrap("sometimes")
+
+    run(check)
+
+
+def test_an_empty_story_shows_the_welcome_until_its_first_text():
+    view = StoryView()
+    view.set_welcome("Welcome.\nType a story below.")
+
+    async def check(pilot, view):
+        assert shown(view)[:3] == ["Welcome.", "Type a story below.", ""]
+        welcome = view.get_component_rich_style(f"story-view--{WELCOME}")
+        assert list(view.render_line(0))[0].style.color == welcome.color != view.rich_style.color
+        assert view.text == "" and view.runs == []
+        view.append("Once", PERSON)
+        await pilot.pause()
+        assert shown(view)[:2] == ["Once", ""]
+        view.clear()
+        await pilot.pause()
+        assert shown(view)[:2] == ["Welcome.", "Type a story below."]
+
+    run(check, view=view)

@@ -16,20 +16,25 @@ from datetime import datetime
 from pathlib import Path
 
 from textual import on
+from textual.actions import SkipAction
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
+from textual.screen import ModalScreen
 from textual.widgets import Footer, Static
 
 from charterm import protocol as p
 from charterm import train_events as te
 from charterm.app import commands
-from charterm.app.screens import HelpScreen
-from charterm.app.story_view import StoryView
+from charterm.app.palette import CharTermCommands
+from charterm.app.preferences import InputHistory, load_preferences, save_preference
+from charterm.app.screens import HelpScreen, welcome_text
+from charterm.app.story_view import WRAPS, StoryView
 from charterm.app.training_pane import TrainingPane
 from charterm.app.widgets import ModelCard, PromptInput, SettingsPanel
 from charterm.errors import CharTermError, UsageError
+from charterm.paths import history_path, home
 from charterm.worker_client import OPEN_ID, WorkerClient, start_worker
 
 STATUS_HZ = 10  # the "writing..." line is redrawn this often
@@ -64,7 +69,7 @@ class TrainingUpdate(Message):
 class CharTermApp(App):
     CSS_PATH = "charterm.tcss"
     TITLE = "charterm"
-    ENABLE_COMMAND_PALETTE = False
+    COMMANDS = App.COMMANDS | {CharTermCommands}  # Ctrl+P: Textual's own (the theme, quit, keys) and every /command
     BINDINGS = [
         Binding("escape", "stop", "Stop", priority=True),
         Binding("ctrl+c", "stop", "Stop", show=False, priority=True),  # as in `ollama run`; no Esc wait
@@ -107,6 +112,9 @@ class CharTermApp(App):
         self._restarts: list[float] = []
         self._gen_chars = 0
         self._gen_started = 0.0
+        self.preferences = load_preferences()  # the theme and the wrap, as saved by an earlier run
+        self._last_turn_start = 0  # where the story's last turn starts (the one being written, while it is)
+        self._turn_ended = True  # the next text appended starts a turn
 
     @property
     def card(self) -> dict | None:
@@ -115,17 +123,21 @@ class CharTermApp(App):
     def compose(self) -> ComposeResult:
         yield Static("charterm", id="title", markup=False)
         with Horizontal(id="main"):
-            yield StoryView(id="story")
+            wrap = self.preferences.get("wrap")
+            yield StoryView(id="story", wrap=wrap if wrap in WRAPS else "soft")
             with Vertical(id="side"):
                 yield ModelCard("loading the model...", id="card", markup=False)
                 yield SettingsPanel(id="settings")
                 yield TrainingPane(id="training")
         yield Static("", id="status-line", markup=False)
-        yield PromptInput(id="prompt")
+        yield PromptInput(input_history=InputHistory(history_path()), id="prompt")
         yield Footer()
 
     def on_mount(self) -> None:
         self.query_one(PromptInput).focus()
+        if self.preferences.get("theme") in self.available_themes:
+            self.theme = self.preferences["theme"]
+        self.theme_changed_signal.subscribe(self, lambda theme: self._remember("theme", theme.name))
         if self.size.width < NARROW:
             self.query_one("#side").display = False
         if self.client is None:
@@ -166,10 +178,18 @@ class CharTermApp(App):
             handler(ev)
 
     def _on_reset(self, ev: p.Reset) -> None:
-        self.query_one(StoryView).set_runs([(a, t) for a, t in ev.runs])
+        view = self.query_one(StoryView)
+        if not view.welcome:  # from the first story the worker opens on: an empty one shows it
+            view.set_welcome(welcome_text(home()))
+        view.set_runs([(a, t) for a, t in ev.runs])
+        self._last_turn_start = sum(len(t) for _, t in ev.runs[:-1])  # a reset has one run per turn
+        self._turn_ended = True
 
     def _on_appended(self, ev: p.Appended) -> None:
-        self.query_one(StoryView).append(ev.text, ev.author)
+        view = self.query_one(StoryView)
+        if self._turn_ended:
+            self._last_turn_start, self._turn_ended = len(view.text), False
+        view.append(ev.text, ev.author)
         if self.writing and ev.author == "model":
             self._gen_chars += len(ev.text)
 
@@ -177,6 +197,7 @@ class CharTermApp(App):
         self.writing, self._gen_chars, self._gen_started = True, 0, time.monotonic()
 
     def _on_committed(self, ev: p.Committed) -> None:
+        self._turn_ended = True
         if ev.author == "model":
             self.writing = False
         if self.snapshot is not None:
@@ -242,17 +263,26 @@ class CharTermApp(App):
     @on(PromptInput.Submitted)
     def _prompt_submitted(self, event: PromptInput.Submitted) -> None:
         value = event.value
-        event.input.value = ""
         if value.strip().startswith("/"):
-            try:
-                self._command(*commands.parse(value))
-            except CharTermError as e:
-                self.notify(str(e), severity="error", markup=False)
+            self.run_command(value)
             return
         self._stop_model()  # typing while the model writes: stop it, then add
         self._send(p.Write, text=commands.unescape(value))
         if self.snapshot is None:
             self._set_status("the model is still loading; your input is queued")
+
+    def run_command(self, line: str) -> None:
+        """Run a /command line as if it was typed (what is wrong with it is a notice)."""
+        try:
+            self._command(*commands.parse(line))
+        except CharTermError as e:
+            self.notify(str(e), severity="error", markup=False)
+
+    def start_command(self, start: str) -> None:
+        """Put the start of a /command in the prompt, for the person to finish."""
+        prompt = self.query_one(PromptInput)
+        prompt.set_text(start)
+        prompt.focus()
 
     @on(SettingsPanel.Changed)
     def _setting_changed(self, event: SettingsPanel.Changed) -> None:
@@ -291,6 +321,10 @@ class CharTermApp(App):
             self._send(p.Export, path=path, format=fmt)
         elif name == "train":
             self._start_training(arg)
+        elif name == "wrap":
+            self._set_wrap(arg)
+        elif name == "copy":
+            self._copy(arg)
 
     def _set_setting(self, key: str, raw: str) -> None:
         from charterm.settings import parse_setting
@@ -319,6 +353,33 @@ class CharTermApp(App):
         self.notify(f"follow training: {arg}")
         if self.follow and self.trained_path:
             self.action_load_trained()
+
+    def _set_wrap(self, arg: str) -> None:
+        if arg not in WRAPS:
+            raise UsageError("/wrap soft (paragraphs fill the pane) or /wrap hard (the text's own line breaks)")
+        self.query_one(StoryView).set_wrap(arg)
+        self._remember("wrap", arg)
+        self.notify(f"wrap: {arg}")
+
+    def _copy(self, arg: str) -> None:
+        """The story's text (or its last turn's) to the clipboard, through the terminal (OSC 52)."""
+        if arg not in ("", "last"):
+            raise UsageError("/copy copies the story, /copy last its last turn")
+        text = self.query_one(StoryView).text
+        if arg == "last":
+            text = text[self._last_turn_start :]
+        if not text:
+            self.notify("nothing to copy yet")
+            return
+        self.copy_to_clipboard(text)
+        what = "the last turn" if arg else "the story"
+        self.notify(f"copied {what} to the clipboard: {len(text):,} chars", markup=False)
+
+    def _remember(self, key: str, value: str) -> None:
+        """Keep a preference for the next runs (written only when it changes)."""
+        if self.preferences.get(key) != value:
+            self.preferences[key] = value
+            save_preference(key, value)
 
     def _open_story(self, name: str) -> None:
         if not name:
@@ -417,6 +478,8 @@ class CharTermApp(App):
             self._set_status("stopped")
         elif isinstance(self.screen, HelpScreen):
             self.screen.dismiss()
+        elif isinstance(self.screen, ModalScreen):
+            raise SkipAction()  # the command palette's own Esc closes it
 
     def action_undo(self) -> None:
         self._stop_model()

@@ -2,8 +2,6 @@
 
 from dataclasses import dataclass
 
-from textual.suggester import Suggester
-
 from charterm.errors import UsageError
 from charterm.settings import BY_COMMAND, RULES, STOP_AT
 
@@ -30,6 +28,8 @@ COMMANDS = [
     Command("follow", "on|off", "switch to each better model training writes, automatically", ("on", "off")),
     Command("story", "[NAME]", "open or create a story (no name: list them)"),
     Command("export", "PATH [md]", "write the story to a text (or markdown) file"),
+    Command("copy", "[last]", "copy the story (or its last turn) to the clipboard, through the terminal", ("last",)),
+    Command("wrap", "soft|hard", "soft: paragraphs fill the pane; hard: the text's own line breaks", ("soft", "hard")),
     Command("train", "[options]", "train in the background, e.g. /train --epochs 5 --data my.txt"),
     Command("cancel", "", "stop training (it saves a resume state)"),
     Command("quit", "", "save and leave"),
@@ -39,6 +39,9 @@ SETTING_COMMANDS = tuple(BY_COMMAND)
 
 KEYS = [
     ("Enter", "add what you typed and let the model continue (empty: just continue)"),
+    ("Ctrl+J", "a new line in what you type (in any terminal, tmux too)"),
+    ("Shift+Enter", "a new line, if the terminal reports it (or Alt+Enter)"),
+    ("Up/Down", "recall what you sent before (in earlier runs too)"),
     ("Esc, Ctrl+C", "stop the model now (what it wrote so far is kept)"),
     ("Ctrl+Z", "undo the last turn"),
     ("Ctrl+R", "retry: write the model's last turn again"),
@@ -47,7 +50,8 @@ KEYS = [
     ("Ctrl+B", "show or hide the side pane"),
     ("PgUp/PgDn", "scroll the story"),
     ("Tab", "complete a /command"),
-    ("F1", "help"),
+    ("Ctrl+P", "command palette: every /command, and the theme"),
+    ("F1", "help: every key and /command"),
     ("Ctrl+Q", "save and quit"),
 ]
 
@@ -102,17 +106,8 @@ def unescape(text: str) -> str:
     return "".join(out)
 
 
-class CommandSuggester(Suggester):
-    """Completes '/to' to '/topk ', and arguments with fixed choices ('/stop s' to '/stop sentence')."""
-
-    def __init__(self) -> None:
-        super().__init__(use_cache=False, case_sensitive=True)
-
-    async def get_suggestion(self, value: str) -> str | None:
-        return complete(value)
-
-
 def complete(value: str) -> str | None:
+    """Completes '/to' to '/topk ', and arguments with fixed choices ('/stop s' to '/stop sentence')."""
     if not value.startswith("/"):
         return None
     name, space, arg = value[1:].partition(" ")

@@ -1,4 +1,6 @@
-"""The help screen: every key and /command on one page."""
+"""The help screen (every key and /command on one page), and the welcome an empty story shows."""
+
+from pathlib import Path
 
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -19,6 +21,31 @@ def help_text() -> str:
         lines.append(f"      {c.help}")
     lines += ["", r"In your text, \n is a new line, \t a tab, \\ a backslash.", "", "Esc or F1 closes this page."]
     return "\n".join(lines)
+
+
+WELCOME_KEYS = ("Enter", "Esc, Ctrl+C", "Ctrl+Z", "F1")
+
+
+def welcome_text(data_dir: Path) -> str:
+    """What to type, the keys that matter most, and where the stories are saved."""
+    keys = dict(KEYS)
+    lines = [
+        "Type the start of a story below and press Enter: the model goes on from there, char by char. "
+        "Then it is your turn again.",
+        "",
+        *(f"{key}  {keys[key]}" for key in WELCOME_KEYS),
+        "",
+        f"Every turn is saved as it ends, in {shown_path(data_dir)}",
+    ]
+    return "\n".join(lines)
+
+
+def shown_path(path: Path) -> str:
+    """`path`, with the user's home folder as ~."""
+    try:
+        return str(Path("~") / path.relative_to(Path.home()))
+    except ValueError:
+        return str(path)
 
 
 class HelpScreen(ModalScreen):

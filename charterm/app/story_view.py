@@ -1,14 +1,19 @@
 """The story pane: a person and the model write one text together.
 
 `StoryView` is a Line-API widget (a `ScrollView` that renders one display line at a time), so a story of
-hundreds of KB costs nothing to show, and an append re-wraps only the last logical line (the text after the
-last newline). The person's text is bold and coloured, the model's plain, so the two stay apart without colour.
+hundreds of KB costs nothing to show, and an append re-wraps only the last logical line. The person's text is
+bold and coloured, the model's plain, so the two stay apart without colour.
+
+What the story's text looks like on screen is decided in two steps, the same for a whole story and for one
+streamed char: `split_lines` cuts the text into logical lines at the newlines that end a line on screen (every
+newline with hard wrap; with soft wrap, the default, only the blank lines between paragraphs), and `wrap_spans`
+word-wraps each logical line to the pane (a newline left inside a paragraph shows as one space, so every char of
+the story is one char on screen, tabs aside). The story itself is never changed.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from typing import NamedTuple
 
 from rich.cells import cell_len, get_character_cell_size
@@ -23,10 +28,15 @@ from textual.strip import Strip
 PERSON = "person"
 MODEL = "model"
 AUTHORS = (PERSON, MODEL)
+WELCOME = "welcome"
+"""The style of the text an empty story shows instead (a component class, like the authors')."""
+WRAPS = ("soft", "hard")
 
 TAB_SIZE = 4
 _CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 _CHUNK = re.compile("([^ ]*)( *)")
+_NEWLINE = re.compile("\n")
+_PARAGRAPH_NEWLINE = re.compile("(?<=\n)\n|\n(?=\n)")
 
 Span = tuple[str, str]
 """(author, text) of a piece of one logical line."""
@@ -42,15 +52,55 @@ class _Line(NamedTuple):
         return "".join(text for _, text in self.segments)
 
 
+def line_breaks(text: str, wrap: str, after_break: bool = False) -> list[int]:
+    """Offsets of the newlines in `text` that end a line on screen.
+
+    Hard wrap: every newline. Soft wrap: a newline next to another one (two or more make a blank line between
+    paragraphs); a lone newline is inside a paragraph and shows as a space. `after_break`: the char before `text`
+    is such a newline, so a newline at its start is one too. A newline at the very end is lone until the next char
+    says otherwise: while the model writes, it shows as a space at the end of the line, which a word goes after
+    and a second newline turns into a paragraph break; nothing already shown moves wrongly either way.
+    """
+    if wrap == "hard":
+        return [m.start() for m in _NEWLINE.finditer(text)]
+    before = "\n" if after_break else ""
+    return [m.start() - len(before) for m in _PARAGRAPH_NEWLINE.finditer(before + text, len(before))]
+
+
+def split_lines(spans: list[Span], wrap: str, after_break: bool = False) -> list[list[Span]]:
+    """Cut (author, text) spans into logical lines at the newlines `line_breaks` finds (which are dropped).
+
+    Lone newlines stay in their line (`wrap_spans` shows them as spaces). Returns at least one line; the last one
+    is open: what is appended to the story goes on it.
+    """
+    breaks = line_breaks("".join(text for _, text in spans), wrap, after_break)
+    lines: list[list[Span]] = [[]]
+    offset = next_break = 0
+    for author, text in spans:
+        start = 0
+        while next_break < len(breaks) and breaks[next_break] < offset + len(text):
+            cut = breaks[next_break] - offset
+            if cut > start:
+                lines[-1].append((author, text[start:cut]))
+            lines.append([])
+            start, next_break = cut + 1, next_break + 1
+        if start < len(text):
+            lines[-1].append((author, text[start:]))
+        offset += len(text)
+    return lines
+
+
 def _sanitise(spans: list[Span]) -> list[Span]:
     """Make a logical line safe to lay out.
 
-    A tab becomes spaces up to the next multiple of `TAB_SIZE` cells from the start of the logical line; any other
-    control character (C0, DEL, C1) becomes U+FFFD. Newlines never reach here.
+    A newline (one left inside a soft-wrapped paragraph) becomes a space. A tab becomes spaces up to the next
+    multiple of `TAB_SIZE` cells from the start of the logical line; any other control character (C0, DEL, C1)
+    becomes U+FFFD.
     """
     out: list[Span] = []
     col = 0
     for author, text in spans:
+        text = text.replace("\n", " ")
         if "\t" in text:
             pieces = []
             for i, piece in enumerate(text.split("\t")):
@@ -141,12 +191,14 @@ def wrap_spans(spans: list[Span], width: int) -> list[_Line]:
 class StoryView(ScrollView, can_focus=True):
     """The whole story, word-wrapped, with the person's text set apart from the model's.
 
-    Text is shown literally (no markup). Tabs become spaces up to the next multiple of 4 cells from the start of
-    the logical line; other control characters show as U+FFFD. An append keeps the view at the end if it was at
-    the end (or within one line of it) and leaves it alone if the person had scrolled up.
+    Text is shown literally (no markup). With soft wrap a newline inside a paragraph shows as a space; with hard
+    wrap every newline starts a line. Tabs become spaces up to the next multiple of 4 cells from the start of the
+    logical line; other control characters show as U+FFFD. An append keeps the view at the end if it was at the
+    end (or within one line of it) and leaves it alone if the person had scrolled up. While the story is empty
+    the view shows its welcome instead, if it was given one.
     """
 
-    COMPONENT_CLASSES = {"story-view--person", "story-view--model"}
+    COMPONENT_CLASSES = {"story-view--person", "story-view--model", "story-view--welcome"}
 
     DEFAULT_CSS = """
     StoryView {
@@ -162,16 +214,35 @@ class StoryView(ScrollView, can_focus=True):
             color: $text;
             text-style: none;
         }
+        & > .story-view--welcome {
+            color: $text-muted;
+            text-style: none;
+        }
     }
     """
 
-    def __init__(self, *, name: str | None = None, id: str | None = None, classes: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        wrap: str = "soft",
+        name: str | None = None,
+        id: str | None = None,
+        classes: str | None = None,
+    ) -> None:
         super().__init__(name=name, id=id, classes=classes)
+        _check_wrap(wrap)
+        self.wrap = wrap
+        """"soft" (a newline inside a paragraph shows as a space) or "hard" (every newline starts a line)."""
+        self.welcome = ""
+        """What an empty story shows (`set_welcome`)."""
         self._runs: list[tuple[str, list[str]]] = []
         """(author, chunks) with neighbouring runs by different authors; chunks are joined lazily."""
         self._tail: list[Span] = []
-        """The raw spans of the last logical line (the text after the last newline)."""
+        """The raw spans of the last logical line (the text after the last newline that ends a line on screen)."""
+        self._tail_after_break = False
+        """Whether a newline that ends a line on screen comes right before the tail (there is a line before it)."""
         self._lines: list[_Line] = []
+        self._welcome_lines: list[_Line] = []
         self._tail_start = 0
         """Index in `_lines` of the first display line of the last logical line."""
         self._wrap_width = 0
@@ -235,6 +306,7 @@ class StoryView(ScrollView, can_focus=True):
         if not text:
             return
         follow = self._is_following()
+        was_empty = not self._runs
         if self._runs and self._runs[-1][0] == author:
             self._runs[-1][1].append(text)
         else:
@@ -245,56 +317,77 @@ class StoryView(ScrollView, can_focus=True):
         if width:
             del self._lines[self._tail_start :]
             self._forget_strips(self._tail_start)
-        parts = text.split("\n")
-        self._extend_tail(author, parts[0])
-        for part in parts[1:]:
-            if width:
-                self._lines.extend(wrap_spans(self._tail, width))
-                self._tail_start = len(self._lines)
-            self._tail = [(author, part)] if part else []
+        self._add_to_tail(author, text)
         if not width:
             return
         self._lines.extend(wrap_spans(self._tail, width))
         self.virtual_size = Size(width, len(self._lines))
-        self.refresh_lines(old_start, max(len(self._lines), old_count) - old_start)
+        if was_empty:  # the welcome goes
+            self._strips.clear()
+            self.refresh()
+        else:
+            self.refresh_lines(old_start, max(len(self._lines), old_count) - old_start)
         if follow:
             self.scroll_to_end()
 
-    def _extend_tail(self, author: str, text: str) -> None:
-        if not text:
+    def set_wrap(self, wrap: str) -> None:
+        """Show the story soft-wrapped ("soft": newlines inside a paragraph as spaces) or as written ("hard")."""
+        _check_wrap(wrap)
+        if wrap == self.wrap:
             return
-        if self._tail and self._tail[-1][0] == author:
-            self._tail[-1] = (author, self._tail[-1][1] + text)
-        else:
-            self._tail.append((author, text))
+        follow = self._is_following()
+        self.wrap = wrap
+        self._rewrap_all()
+        self.refresh()
+        if follow:
+            self.scroll_to_end()
 
-    def _logical_lines(self) -> Iterator[list[Span]]:
-        """Yield each logical line of the story as (author, text) spans; the last one is the tail."""
-        line: list[Span] = []
-        for index, (author, _) in enumerate(self._runs):
-            parts = self._run_text(index).split("\n")
-            if parts[0]:
-                line.append((author, parts[0]))
-            for part in parts[1:]:
-                yield line
-                line = [(author, part)] if part else []
-        yield line
+    def set_welcome(self, text: str) -> None:
+        """Show `text` while the story is empty (its newlines start lines); cheap while it is."""
+        self.welcome = text
+        self._rewrap_all()
+        self.refresh()
+
+    def _add_to_tail(self, author: str, text: str) -> None:
+        """Add text to the last logical line; wrap the lines it ends (when the width is known) into `_lines`."""
+        tail = list(self._tail)
+        if tail and tail[-1][0] == author:
+            tail[-1] = (author, tail[-1][1] + text)
+        else:
+            tail.append((author, text))
+        *ended, self._tail = split_lines(tail, self.wrap, self._tail_after_break)
+        if not ended:
+            return
+        self._tail_after_break = True
+        if self._wrap_width:
+            for spans in ended:
+                self._lines.extend(wrap_spans(spans, self._wrap_width))
+            self._tail_start = len(self._lines)
 
     def _content_width(self) -> int:
         return max(0, self.scrollable_content_region.width)
 
     def _rewrap_all(self) -> None:
-        """Rebuild every display line at the current content width."""
+        """Rebuild every display line at the current content width, as the appends of the runs would."""
         width = self._wrap_width = self._content_width()
         self._lines = []
         self._strips.clear()
-        self._tail_start = 0
-        for spans in self._logical_lines():
-            self._tail = spans
-            if width:
-                self._tail_start = len(self._lines)
-                self._lines.extend(wrap_spans(spans, width))
-        self.virtual_size = Size(width, len(self._lines))
+        self._tail, self._tail_start, self._tail_after_break = [], 0, False
+        for index, (author, _) in enumerate(self._runs):
+            self._add_to_tail(author, self._run_text(index))
+        if width:
+            self._lines.extend(wrap_spans(self._tail, width))
+        self._welcome_lines = (
+            [line for text in self.welcome.split("\n") for line in wrap_spans([(WELCOME, text)], width)]
+            if width and self.welcome
+            else []
+        )
+        self.virtual_size = Size(width, len(self._shown_lines))
+
+    @property
+    def _shown_lines(self) -> list[_Line]:
+        """The story's display lines, or the welcome's while the story is empty."""
+        return self._lines if self._runs else self._welcome_lines
 
     def _is_following(self) -> bool:
         """Was the view at the end (or within one line of it) when it last scrolled? Kept as a
@@ -344,12 +437,13 @@ class StoryView(ScrollView, can_focus=True):
         index = scroll_y + y
         width = self.size.width
         base = self._styles.get("") or self._styles.setdefault("", self.rich_style)
-        if index >= len(self._lines):
+        lines = self._shown_lines
+        if index >= len(lines):
             return Strip.blank(width, base)
         key = (index, scroll_x, width)
         strip = self._strips.get(key)
         if strip is None:
-            strip = Strip([Segment(text, self._style(author)) for author, text in self._lines[index].segments])
+            strip = Strip([Segment(text, self._style(author)) for author, text in lines[index].segments])
             strip = self._strips[key] = strip.crop_extend(scroll_x, scroll_x + width, base)
         return strip.apply_offsets(scroll_x, index)
 
@@ -404,3 +498,8 @@ class StoryView(ScrollView, can_focus=True):
 def _check_author(author: str) -> None:
     if author not in AUTHORS:
         raise ValueError(f"unknown author {author!r}: expected {PERSON!r} or {MODEL!r}")
+
+
+def _check_wrap(wrap: str) -> None:
+    if wrap not in WRAPS:
+        raise ValueError(f"unknown wrap {wrap!r}: expected 'soft' or 'hard'")

@@ -1,36 +1,99 @@
-"""The app's small widgets: the prompt line, the model card, the sampling settings."""
+"""The app's small widgets: the prompt, the model card, the sampling settings."""
 
-from textual import on
+from textual import events, on
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
-from textual.widgets import Input, Label, Static
+from textual.widgets import Input, Label, Static, TextArea
 
-from charterm.app.commands import CommandSuggester, complete
+from charterm.app.commands import complete
+from charterm.app.preferences import InputHistory
 
 
-class PromptInput(Input):
-    """The line at the bottom: story text, or a /command. Tab completes a command."""
+class PromptInput(TextArea):
+    """What the person types at the bottom: story text (several lines if need be), or a /command.
 
-    BINDINGS = [Binding("tab", "complete", "complete", show=False, priority=True)]
+    Enter sends it. Shift+Enter (where the terminal tells it from Enter), Ctrl+J or Alt+Enter start a new line,
+    and a paste keeps its newlines. Up on the first line and Down on the last go through the inputs sent before.
+    Tab completes a /command; the completion shows greyed after the cursor (Right takes it too).
+    """
 
-    def __init__(self, **kw) -> None:
+    class Submitted(Message):
+        """Enter was pressed: `value` is what the prompt held (the prompt is empty again)."""
+
+        def __init__(self, prompt: "PromptInput", value: str) -> None:
+            super().__init__()
+            self.prompt = prompt
+            self.value = value
+
+    NEWLINE_KEYS = ("shift+enter", "ctrl+j", "alt+enter")
+
+    def __init__(self, input_history: InputHistory | None = None, **kw) -> None:
         super().__init__(
             placeholder="Type to add to the story, Enter to let the model continue; /help for commands",
-            suggester=CommandSuggester(),
             compact=True,
-            select_on_focus=False,
+            highlight_cursor_line=False,
             **kw,
         )
+        self.input_history = input_history or InputHistory()
+
+    def on_key(self, event: events.Key) -> None:
+        """Enter, the new-line keys and Tab, taken in turn with the keys typed before them (a binding would run
+        before the chars of the same burst are in the prompt: "Anna" and Enter sent at once would send "")."""
+        if event.key == "enter":
+            action = self.action_submit
+        elif event.key in self.NEWLINE_KEYS:
+            action = self.action_newline
+        elif event.key == "tab":
+            action = self.action_complete
+        else:
+            return
+        event.prevent_default()
+        event.stop()
+        action()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Ctrl+Z undoes the story's last turn (the app's key), never an edit here."""
+        return action != "undo" and super().check_action(action, parameters)
+
+    def action_submit(self) -> None:
+        value = self.text
+        self.input_history.add(value)
+        self.clear()
+        self.post_message(self.Submitted(self, value))
+
+    def action_newline(self) -> None:
+        self.replace("\n", *self.selection)
 
     def action_complete(self) -> None:
-        suggestion = complete(self.value)
+        suggestion = complete(self.text)
         if suggestion:
-            self.value = suggestion
-            self.cursor_position = len(suggestion)
-        elif not self.value.startswith("/"):
+            self.set_text(suggestion)
+        elif not self.text.startswith("/"):
             self.screen.focus_next()
+
+    def update_suggestion(self) -> None:
+        completion = complete(self.text) if self.cursor_at_end_of_text else None
+        self.suggestion = completion[len(self.text) :] if completion and completion.startswith(self.text) else ""
+
+    def action_cursor_up(self, select: bool = False) -> None:
+        if select or not self.cursor_at_first_line or not self._recall(self.input_history.older(self.text)):
+            super().action_cursor_up(select)
+
+    def action_cursor_down(self, select: bool = False) -> None:
+        if select or not self.cursor_at_last_line or not self._recall(self.input_history.newer()):
+            super().action_cursor_down(select)
+
+    def _recall(self, entry: str | None) -> bool:
+        if entry is None:
+            return False
+        self.set_text(entry)
+        return True
+
+    def set_text(self, text: str) -> None:
+        """Put `text` in the prompt, the cursor at its end."""
+        self.text = text
+        self.move_cursor(self.document.end)
 
 
 class ModelCard(Static):
