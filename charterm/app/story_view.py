@@ -29,7 +29,11 @@ _CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 _CHUNK = re.compile("([^ ]*)( *)")
 
 Span = tuple[str, str]
-"""(author, text) of a piece of one logical line."""
+"""(author, text) of a piece of one logical line; with shading on, the author of a model char the model was unsure
+of is one of SHADES' names."""
+
+SHADES = ((0.05, "model-doubtful"), (0.2, "model-unsure"))
+"""(p below which, style name): how the chars the model wrote are marked, by how sure it was of each."""
 
 
 class _Line(NamedTuple):
@@ -146,7 +150,7 @@ class StoryView(ScrollView, can_focus=True):
     the end (or within one line of it) and leaves it alone if the person had scrolled up.
     """
 
-    COMPONENT_CLASSES = {"story-view--person", "story-view--model"}
+    COMPONENT_CLASSES = {"story-view--person", "story-view--model", *(f"story-view--{name}" for _, name in SHADES)}
 
     DEFAULT_CSS = """
     StoryView {
@@ -161,6 +165,14 @@ class StoryView(ScrollView, can_focus=True):
         & > .story-view--model {
             color: $text;
             text-style: none;
+        }
+        & > .story-view--model-unsure {
+            color: $text-warning;
+            text-style: underline;
+        }
+        & > .story-view--model-doubtful {
+            color: $text-error;
+            text-style: reverse;
         }
     }
     """
@@ -180,6 +192,12 @@ class StoryView(ScrollView, can_focus=True):
         self._strips: dict[tuple[int, int, int], Strip] = {}
         """Drawn display lines by (index, scroll_x, width): a frame after a scroll redraws every row."""
         self._following = True  # at the end: appends keep it there
+        self.shade = False
+        """Mark the chars the model was unsure of (SHADES)."""
+        self._levels = bytearray()
+        """Per char of the story: 0, or 1 + the index in SHADES of the mark its probability earns."""
+        self._tail_offset = 0
+        """Offset in the story of the tail's first char."""
 
     @property
     def runs(self) -> list[tuple[str, str]]:
@@ -205,13 +223,16 @@ class StoryView(ScrollView, can_focus=True):
     def clear(self) -> None:
         """Remove the whole story."""
         self._runs = []
+        self._levels = bytearray()
         self._rewrap_all()
         self.refresh()
         if self.is_mounted:
             self.scroll_to_start()
 
     def set_runs(self, runs: list[tuple[str, str]]) -> None:
-        """Replace the story with (author, text) runs, then scroll to the end."""
+        """Replace the story with (author, text) runs, then scroll to the end. The marks of the chars it shares with
+        the story shown before (its start, up to the first difference) are kept."""
+        self._keep_levels("".join(text for _, text in runs))
         new_runs: list[tuple[str, list[str]]] = []
         for author, text in runs:
             _check_author(author)
@@ -226,14 +247,15 @@ class StoryView(ScrollView, can_focus=True):
         self.refresh()
         self.scroll_to_end()
 
-    def append(self, text: str, author: str) -> None:
-        """Add `text` (which may hold newlines) to the end of the story.
+    def append(self, text: str, author: str, probs: list[float] | None = None) -> None:
+        """Add `text` (which may hold newlines) to the end of the story; `probs`: how sure the model was of each char.
 
         Costs O(length of the last logical line): display lines before it are kept as they are.
         """
         _check_author(author)
         if not text:
             return
+        self._levels += levels_of(probs) if probs and len(probs) == len(text) else bytes(len(text))
         follow = self._is_following()
         if self._runs and self._runs[-1][0] == author:
             self._runs[-1][1].append(text)
@@ -249,12 +271,13 @@ class StoryView(ScrollView, can_focus=True):
         self._extend_tail(author, parts[0])
         for part in parts[1:]:
             if width:
-                self._lines.extend(wrap_spans(self._tail, width))
+                self._lines.extend(self._wrap(self._tail, self._tail_offset, width))
                 self._tail_start = len(self._lines)
+            self._tail_offset += sum(len(t) for _, t in self._tail) + 1
             self._tail = [(author, part)] if part else []
         if not width:
             return
-        self._lines.extend(wrap_spans(self._tail, width))
+        self._lines.extend(self._wrap(self._tail, self._tail_offset, width))
         self.virtual_size = Size(width, len(self._lines))
         self.refresh_lines(old_start, max(len(self._lines), old_count) - old_start)
         if follow:
@@ -289,12 +312,51 @@ class StoryView(ScrollView, can_focus=True):
         self._lines = []
         self._strips.clear()
         self._tail_start = 0
+        offset = 0
         for spans in self._logical_lines():
-            self._tail = spans
+            self._tail, self._tail_offset = spans, offset
             if width:
                 self._tail_start = len(self._lines)
-                self._lines.extend(wrap_spans(spans, width))
+                self._lines.extend(self._wrap(spans, offset, width))
+            offset += sum(len(t) for _, t in spans) + 1
         self.virtual_size = Size(width, len(self._lines))
+
+    # --- how sure the model was of each char (shading) -------------------------------------------------------------
+
+    def show_shade(self, on: bool) -> None:
+        """Mark (or stop marking) the chars the model was unsure of."""
+        if on != self.shade:
+            self.shade = on
+            self._rewrap_all()
+            self.refresh()
+
+    def _wrap(self, spans: list[Span], offset: int, width: int) -> list[_Line]:
+        """wrap_spans, with the model's unsure chars (of a logical line starting at `offset`) split off and renamed."""
+        return wrap_spans(self._shaded(spans, offset) if self.shade else spans, width)
+
+    def _shaded(self, spans: list[Span], offset: int) -> list[Span]:
+        out: list[Span] = []
+        for author, text in spans:
+            levels, offset = self._levels[offset : offset + len(text)], offset + len(text)
+            if author != MODEL or not any(levels):
+                out.append((author, text))
+                continue
+            start = 0
+            for i in range(1, len(text) + 1):
+                if i == len(text) or levels[i] != levels[start]:
+                    level = levels[start] if start < len(levels) else 0
+                    out.append((SHADES[level - 1][1] if level else author, text[start:i]))
+                    start = i
+        return out
+
+    def _keep_levels(self, text: str) -> None:
+        """Keep the marks of the chars `text` shares with the story shown now (from its start); zero the rest."""
+        old = self.text
+        lo, hi = 0, min(len(old), len(text))
+        while lo < hi:  # the longest common start, by halves (string compares run at C speed)
+            mid = (lo + hi + 1) // 2
+            lo, hi = (mid, hi) if old[:mid] == text[:mid] else (lo, mid - 1)
+        self._levels = self._levels[:lo] + bytes(len(text) - lo)
 
     def _is_following(self) -> bool:
         """Was the view at the end (or within one line of it) when it last scrolled? Kept as a
@@ -399,6 +461,11 @@ class StoryView(ScrollView, can_focus=True):
 
     def action_scroll_end(self) -> None:
         self.scroll_to_end()
+
+
+def levels_of(probs: list[float]) -> bytes:
+    """Per char: 0, or 1 + the index in SHADES of the first threshold its probability is below."""
+    return bytes(next((i + 1 for i, (below, _) in enumerate(SHADES) if p < below), 0) for p in probs)
 
 
 def _check_author(author: str) -> None:
