@@ -404,7 +404,11 @@ def _continue_story(name, model, prime, settings, precision, adapt: bool | None)
 def next_(
     prime: Annotated[str | None, typer.Option(help="Text to end with (any characters).")] = None,
     story: Annotated[
-        str | None, typer.Option(help="Start from this saved story's text and state (read only; the prime goes after).")
+        str | None,
+        typer.Option(
+            help="Start from this saved story's text and state (read only; the prime goes after; "
+            "the model's own weights, without what it learned of the story)."
+        ),
     ] = None,
     words: Annotated[int, typer.Option(help="How many words to show, 1 to 9.")] = 5,
     as_json: Annotated[bool, typer.Option("--json", help='Print [{"text": ..., "p": ...}, ...].')] = False,

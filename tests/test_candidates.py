@@ -81,6 +81,17 @@ def test_candidates_are_deterministic_and_the_beam_finds_what_a_wider_one_does(l
     assert [c.text for c in s.next_words(5)][:3] == [c.text for c in wide][:3]
 
 
+def test_a_story_that_learned_offers_the_words_of_the_weights_it_writes_with(loaded, home):
+    store = Store()
+    s = Session.open(store, "learned", loaded)
+    s.append_person_turn("Levin went out into the fields with the peasants, and Levin mowed. " * 3)
+    assert s.learner is not None and s.learner.chars > 0
+    adapted = next_words(Stepper(s.learner.adapter.model, "fp32"), loaded.vocab, s.state, 5)
+    base = next_words(Stepper(loaded.model, "fp32"), loaded.vocab, s.state, 5)
+    assert s.next_words(5) == adapted != base
+    store.close()
+
+
 def test_words_must_be_1_to_9(loaded):
     from charterm.errors import UsageError
 
