@@ -349,10 +349,12 @@ class Session:
         """The model's `n` (1-9) most likely next words at the end of the story, most likely first."""
         n = candidates.check_words(n)
         with self._lock:
-            writer = self.generation_stepper()  # the weights the model writes with (adapted, once it has learned)
-            model = self.loaded.model if writer is self.stepper else self.learner.adapter.model
+            writer = self.generation_stepper()  # the weights and state the model writes from, as Continuation's
+            adapted = writer is not self.stepper
+            model = self.learner.adapter.model if adapted else self.loaded.model
             stepper = writer if writer.precision == "fp32" else Stepper(model, "fp32")
-            return candidates.next_words(stepper, self.loaded.vocab, self.state, n)
+            state = self.adapted_state() if adapted else self.state
+            return candidates.next_words(stepper, self.loaded.vocab, state, n)
 
     def append_model_text(self, text: str) -> list[float]:
         """A model's turn of given text (a word the person picked from `next_words`): run it

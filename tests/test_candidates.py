@@ -86,7 +86,7 @@ def test_a_story_that_learned_offers_the_words_of_the_weights_it_writes_with(loa
     s = Session.open(store, "learned", loaded)
     s.append_person_turn("Levin went out into the fields with the peasants, and Levin mowed. " * 3)
     assert s.learner is not None and s.learner.chars > 0
-    adapted = next_words(Stepper(s.learner.adapter.model, "fp32"), loaded.vocab, s.state, 5)
+    adapted = next_words(Stepper(s.learner.adapter.model, "fp32"), loaded.vocab, s.adapted_state(), 5)
     base = next_words(Stepper(loaded.model, "fp32"), loaded.vocab, s.state, 5)
     assert s.next_words(5) == adapted != base
     store.close()
