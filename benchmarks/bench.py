@@ -264,6 +264,27 @@ def case_prime_charterm(data, n):
     return time.perf_counter() - t0
 
 
+def case_next_words(data, n):
+    """Median ms of `Session.next_words(5)` at the end of a 2,000-char prime, at n places in the book."""
+    import random
+
+    from charterm.checkpoint import load_model
+    from charterm.session import Session
+
+    torch.set_num_threads(1)
+    text, _ = load(data)
+    loaded = load_model(ROOT / "models" / "anna.safetensors")
+    rng, times = random.Random(0), []
+    for _ in range(n):
+        i = rng.randrange(2_000, len(text))
+        session = Session(loaded)
+        session.append_person_turn(text[i - 2_000 : i])
+        t0 = time.perf_counter()
+        session.next_words(5)
+        times.append(1000 * (time.perf_counter() - t0))
+    return float(np.median(times))
+
+
 def case_help():
     exe = Path(sys.executable).parent / "charterm"
     times = []

@@ -138,6 +138,22 @@ class ResetAdaptation(Request):
 
 
 @message
+class Next(Request):
+    """The model's `words` (1-9) most likely next words at the end of the story (answered with `candidates`)."""
+
+    KIND: ClassVar[str] = "next"
+    words: int = 5
+
+
+@message
+class Pick(Request):
+    """Add `text` (a word `candidates` offered) as the model's turn, answered as a turn is: `appended`, `committed`."""
+
+    KIND: ClassVar[str] = "pick"
+    text: str = ""
+
+
+@message
 class Quit(Request):
     """Stop, commit what was shown, close the store and exit."""
 
@@ -181,11 +197,13 @@ class Reset(Event):
 
 @message
 class Appended(Event):
-    """Text added at the end of the story (the person's turn, or chars the model just wrote)."""
+    """Text added at the end of the story (the person's turn, or chars the model just wrote); `probs`: the
+    model's probability of each char it wrote (3 decimals; empty for the person's text)."""
 
     KIND: ClassVar[str] = "appended"
     author: str = "model"
     text: str = ""
+    probs: list = field(default_factory=list)
 
 
 @message
@@ -229,6 +247,14 @@ class Stories(Event):
 
     KIND: ClassVar[str] = "stories"
     stories: list = field(default_factory=list)
+
+
+@message
+class Candidates(Event):
+    """The answer to `next`: `words`, each `text` and `p` (the chance that the model's next word is exactly it)."""
+
+    KIND: ClassVar[str] = "candidates"
+    words: list = field(default_factory=list)
 
 
 @message

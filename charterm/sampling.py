@@ -38,8 +38,8 @@ class _Linear:
                 qw = torch.quantize_per_channel(w, scale, torch.zeros(w.shape[0], dtype=torch.long), 0, torch.qint8)
                 self.packed = torch.ops.quantized.linear_prepack(qw, None if bias is None else bias.float())
         else:
-            self.wt = weight.float().t().contiguous()
-            self.b = None if bias is None else bias.float().unsqueeze(0)
+            self.wt = weight.detach().float().t().contiguous()
+            self.b = None if bias is None else bias.detach().float().unsqueeze(0)  # logits never need a grad
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.int8:
@@ -158,12 +158,14 @@ def run_ids(model: CharModel, ids: list[int], state: State | None = None) -> tup
 class Generation:
     """Iterate to get sampled char ids, one at a time. At any point (also after stopping early),
     `state` and `logits` are those after the last char yielded, so a stopped generation keeps
-    exactly what was shown."""
+    exactly what was shown; `p` is the model's probability of that char (temperature 1, all
+    chars: how sure the model itself was, whatever the sampling settings)."""
 
     def __init__(self, stepper: Stepper, logits: torch.Tensor, state: State, sampler: CharSampler):
         self.stepper = stepper
         self.sampler = sampler
         self.logits = logits
+        self.p = 1.0
         self._layers = stepper.from_state(state)
 
     @property
@@ -173,5 +175,6 @@ class Generation:
     def __iter__(self) -> Iterator[int]:
         while True:
             nxt = self.sampler(self.logits)
+            self.p = float(torch.softmax(self.logits, 0)[nxt])
             self.logits = self.stepper.step(torch.tensor([nxt]), self._layers).reshape(-1)
             yield nxt

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from charterm import learning
+from charterm import candidates, learning
 from charterm.checkpoint import LoadedModel
 from charterm.errors import UsageError
 from charterm.learning import READ_CHARS, Learner, one_thread, relearn_since
@@ -342,6 +342,34 @@ class Session:
                 if learner.last_learnable(turns[: i + 1]) == turns[i].id:
                     learner.learn(turns[i], self.ensure_state(i - 1))
 
+    # --- what the model would write next (charterm/candidates.py) ------------------------------
+
+    def next_words(self, n: int = candidates.WORDS) -> list[candidates.Candidate]:
+        """The model's `n` (1-9) most likely next words at the end of the story, most likely first."""
+        n = candidates.check_words(n)
+        with self._lock:
+            writer = self.generation_stepper()  # the weights and state the model writes from, as Continuation's
+            adapted = writer is not self.stepper
+            model = self.learner.adapter.model if adapted else self.loaded.model
+            stepper = writer if writer.precision == "fp32" else Stepper(model, "fp32")
+            state = self.adapted_state() if adapted else self.state
+            return candidates.next_words(stepper, self.loaded.vocab, state, n)
+
+    def append_model_text(self, text: str) -> list[float]:
+        """A model's turn of given text (a word the person picked from `next_words`): run it
+        through the LSTM and save it. Returns the probability the base model (whose states the
+        story keeps) gave each char; empty if folding onto the vocabulary changed the text."""
+        if not text:
+            return []
+        with self._lock:
+            self.sync()
+            folded, _ = self.loaded.vocab.fold(text)
+            state = self.state
+            ids = [self.loaded.vocab.index[c] for c in folded]
+            probs, state = candidates.char_probs(self.loaded.model, ids, state)
+            self._commit(Turn(MODEL, text, pack_state(state), self.loaded.fingerprint), state)
+            return probs if folded == text else []
+
     # --- internals ----------------------------------------------------------------------------
 
     def _set_model(self, loaded: LoadedModel) -> None:
@@ -398,6 +426,7 @@ class Continuation:
         self.whole_words = whole_words
         self.seed = seed
         self.chars: list[str] = []
+        self.probs: list[float] = []  # the model's probability of each char (Generation.p)
         self._stop = threading.Event()
         self._closed = False
         self.turn: Turn | None = None
@@ -428,6 +457,7 @@ class Continuation:
         while self.limit > 0 and not self._stop.is_set():
             ch = vocab.chars[next(chars)]
             self.chars.append(ch)
+            self.probs.append(self._gen.p)
             yield ch
             if self._at_stop(stop_at) or self._at_limit():
                 return

@@ -224,20 +224,25 @@ class Worker:
                 cont.stop()
         try:
             self.outbox.send(p.Generating(id=rid))
-            batch, sent = [], time.monotonic()
-            for ch in cont:
-                batch.append(ch)
+            shown, sent = 0, time.monotonic()
+            for _ in cont:
                 if time.monotonic() - sent >= SEND_EVERY:
-                    self.outbox.send(p.Appended(id=rid, text="".join(batch)))
-                    batch, sent = [], time.monotonic()
-            if batch:
-                self.outbox.send(p.Appended(id=rid, text="".join(batch)))
+                    shown, sent = self.send_written(rid, cont, shown), time.monotonic()
+            self.send_written(rid, cont, shown)
         finally:
             with self._lock:
                 self._running = None
             turn = cont.close()
         if turn is not None:
             self.send_committed(rid, turn)
+
+    def send_written(self, rid: int, cont, shown: int) -> int:
+        """Send the chars the model wrote after the first `shown`, with their probabilities; returns how
+        many are shown now."""
+        if len(cont.chars) > shown:
+            probs = [round(x, 3) for x in cont.probs[shown:]]
+            self.outbox.send(p.Appended(id=rid, text="".join(cont.chars[shown:]), probs=probs))
+        return len(cont.chars)
 
     def undo(self, msg: p.Undo) -> None:
         turn = self.need_session().undo()
@@ -299,6 +304,23 @@ class Worker:
             raise CharTermError(f"/export: cannot write {path}: {e.strerror or e}") from None
         self.notice(msg.id, f"wrote {path}")
 
+    def next_words(self, msg: p.Next) -> None:
+        s = self.need_session()
+        if s.sync():
+            self.send_story(msg.id)
+        words = [{"text": c.text, "p": round(c.p, 4)} for c in s.next_words(msg.words)]
+        self.outbox.send(p.Candidates(id=msg.id, words=words))
+
+    def pick(self, msg: p.Pick) -> None:
+        s = self.need_session()
+        if not msg.text:
+            raise UsageError("nothing to pick: ask for the next words first (Ctrl+N or /next)")
+        if s.sync():
+            self.send_story(msg.id)
+        probs = s.append_model_text(msg.text)
+        self.outbox.send(p.Appended(id=msg.id, text=msg.text, probs=[round(x, 3) for x in probs]))
+        self.send_committed(msg.id, s.turns[-1])
+
     def need_session(self):
         if self.session is None:
             raise CharTermError("no story is open: the model did not load (/model PATH, or /story NAME)")
@@ -315,6 +337,8 @@ HANDLERS = {
     p.ListStories: Worker.list_stories,
     p.Export: Worker.export,
     p.ResetAdaptation: Worker.reset_adaptation,
+    p.Next: Worker.next_words,
+    p.Pick: Worker.pick,
 }
 
 

@@ -175,3 +175,65 @@ def test_the_welcome_of_an_empty_story(snap_compare, tmp_path, monkeypatch):
         await settle(pilot, [])
 
     assert snap_compare(story_app(tmp_path, monkeypatch, []), terminal_size=SIZE, run_before=run_before)
+
+
+NEXT_WORDS = [
+    {"text": " Stepan", "p": 0.1332},
+    {"text": " the", "p": 0.1026},
+    {"text": " Levin,", "p": 0.0786},
+    {"text": "\nAnna", "p": 0.0555},
+    {"text": ".", "p": 0.0544},
+]
+WRITTEN = " Oblonsky had rushed in."
+SURE = [0.9, 0.35, 0.97, 0.99, 0.15, 0.98, 0.99, 0.99, 0.97, 0.6, 0.04, 0.9, 0.99, 0.5, 0.02, 0.12, 0.99, 0.99]
+SURE += [0.99, 0.7, 0.18, 0.99, 0.01, 0.95]
+
+
+async def show_next_words(pilot) -> None:
+    """The list as the worker's answer to a `next` fills it (the words are given: nothing depends on luck)."""
+    from charterm import protocol as p
+    from charterm.app.app import WorkerEvent
+    from charterm.app.widgets import CandidateList
+
+    await settle(pilot)
+    app = pilot.app
+    app.query_one(CandidateList).wait_for(999)
+    app.post_message(WorkerEvent(app.client, p.Candidates(id=999, words=NEXT_WORDS)))
+    await wait_until(pilot, lambda: app.query_one(CandidateList).words, 5, "the next words")
+    await pilot.pause()
+
+
+async def show_shading(pilot) -> None:
+    """/shade on, then model text as the worker sends it, with how sure the model was of each char."""
+    from charterm import protocol as p
+    from charterm.app.app import WorkerEvent
+    from charterm.app.widgets import PromptInput
+
+    await settle(pilot)
+    app = pilot.app
+    prompt = app.query_one(PromptInput)
+    prompt.text = "/shade on"
+    await pilot.press("enter")
+    app.post_message(WorkerEvent(app.client, p.Appended(author="model", text=WRITTEN, probs=SURE)))
+    await wait_until(pilot, lambda: app.query_one("#story").text.endswith(WRITTEN), 5, "the model's text")
+    app.clear_notifications()
+    await pilot.pause()
+
+
+@pytest.fixture
+def mono_app(monkeypatch, request):
+    """The app without colour (NO_COLOR, read when the app is made)."""
+    monkeypatch.setenv("NO_COLOR", "1")
+    return request.getfixturevalue("snap_app")
+
+
+def test_next_words_list(snap_compare, snap_app):
+    assert snap_compare(snap_app, terminal_size=SIZE, run_before=show_next_words)
+
+
+def test_shading_in_colour(snap_compare, snap_app):
+    assert snap_compare(snap_app, terminal_size=SIZE, run_before=show_shading)
+
+
+def test_shading_without_colour(snap_compare, mono_app):
+    assert snap_compare(mono_app, terminal_size=SIZE, run_before=show_shading)

@@ -236,3 +236,30 @@ def test_the_readme_lists_every_message_of_the_protocol():
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
     assert p.table() in readme
     assert f"(protocol version {p.PROTOCOL}," in readme
+
+
+def test_next_offers_words_pick_writes_one_and_each_written_char_has_its_probability(home):
+    from pathlib import Path
+
+    anna = Path(__file__).resolve().parent.parent / "models" / "anna.safetensors"
+    d = Driver()
+    try:
+        d.request(p.Open, model=str(anna))
+        d.request(p.SetSetting, field="chars", value="30")
+        appended = [ev for ev in d.request(p.Write, text="Anna said") if isinstance(ev, p.Appended)]
+        assert (appended[0].author, appended[0].probs) == ("person", [])
+        for ev in appended[1:]:
+            assert len(ev.probs) == len(ev.text) and all(0 <= x <= 1 and round(x, 3) == x for x in ev.probs)
+        (offer,) = [ev for ev in d.request(p.Next, words=3) if isinstance(ev, p.Candidates)]
+        ps = [w["p"] for w in offer.words]
+        assert len(ps) == 3 and ps == sorted(ps, reverse=True) and 0 < sum(ps) <= 1
+        word = offer.words[1]["text"]
+        picked = d.request(p.Pick, text=word)
+        assert [ev.KIND for ev in picked] == ["appended", "committed", "done"]
+        assert (picked[0].author, picked[0].text, len(picked[0].probs)) == ("model", word, len(word))
+        assert stored()[-1] == ("model", word) and picked[1].turns == 3
+        assert d.request(p.Next, words=0)[0].text == "words must be a whole number from 1 to 9 (got 0)"
+        assert d.request(p.Pick, text="")[0].text.startswith("nothing to pick")
+        assert len(stored()) == 3
+    finally:
+        d.client.close()

@@ -32,7 +32,7 @@ from charterm.app.preferences import InputHistory, load_preferences, save_prefer
 from charterm.app.screens import HelpScreen, welcome_text
 from charterm.app.story_view import WRAPS, StoryView
 from charterm.app.training_pane import TrainingPane
-from charterm.app.widgets import ModelCard, PromptInput, SettingsPanel
+from charterm.app.widgets import CandidateList, ModelCard, PromptInput, SettingsPanel
 from charterm.errors import CharTermError, UsageError
 from charterm.paths import history_path, home
 from charterm.worker_client import OPEN_ID, WorkerClient, start_worker
@@ -75,6 +75,7 @@ class CharTermApp(App):
         Binding("ctrl+c", "stop", "Stop", show=False, priority=True),  # as in `ollama run`; no Esc wait
         Binding("ctrl+z", "undo", "Undo", priority=True),
         Binding("ctrl+r", "retry", "Retry", priority=True),
+        Binding("ctrl+n", "next_words", "Next", priority=True),
         Binding("ctrl+t", "train", "Train", priority=True),
         Binding("ctrl+l", "load_trained", "Load trained", show=False, priority=True),
         Binding("ctrl+b", "toggle_side", "Side", priority=True),
@@ -115,6 +116,7 @@ class CharTermApp(App):
         self.preferences = load_preferences()  # the theme and the wrap, as saved by an earlier run
         self._last_turn_start = 0  # where the story's last turn starts (the one being written, while it is)
         self._turn_ended = True  # the next text appended starts a turn
+        self.next_count = 5  # how many next words Ctrl+N offers (/next N sets it)
 
     @property
     def card(self) -> dict | None:
@@ -129,6 +131,7 @@ class CharTermApp(App):
                 yield ModelCard("loading the model...", id="card", markup=False)
                 yield SettingsPanel(id="settings")
                 yield TrainingPane(id="training")
+        yield CandidateList(id="candidates")
         yield Static("", id="status-line", markup=False)
         yield PromptInput(input_history=InputHistory(history_path()), id="prompt")
         yield Footer()
@@ -178,6 +181,7 @@ class CharTermApp(App):
             handler(ev)
 
     def _on_reset(self, ev: p.Reset) -> None:
+        self.query_one(CandidateList).close()  # offered for a story that is no longer there
         view = self.query_one(StoryView)
         if not view.welcome:  # from the first story the worker opens on: an empty one shows it
             view.set_welcome(welcome_text(home()))
@@ -189,11 +193,12 @@ class CharTermApp(App):
         view = self.query_one(StoryView)
         if self._turn_ended:
             self._last_turn_start, self._turn_ended = len(view.text), False
-        view.append(ev.text, ev.author)
+        view.append(ev.text, ev.author, ev.probs)
         if self.writing and ev.author == "model":
             self._gen_chars += len(ev.text)
 
     def _on_generating(self, ev: p.Generating) -> None:
+        self.query_one(CandidateList).close()
         self.writing, self._gen_chars, self._gen_started = True, 0, time.monotonic()
 
     def _on_committed(self, ev: p.Committed) -> None:
@@ -218,6 +223,8 @@ class CharTermApp(App):
         self.notify(ev.text, severity=ev.severity, timeout=6, markup=False)
 
     def _on_error(self, ev: p.Error) -> None:
+        if ev.id == self.query_one(CandidateList).expecting:
+            self.query_one(CandidateList).close()
         self.notify(ev.text, severity="error", timeout=8, markup=False)
         self._set_status(ev.text)
         if self.snapshot is None:
@@ -226,6 +233,11 @@ class CharTermApp(App):
     def _on_stories(self, ev: p.Stories) -> None:
         listing = "\n".join(f"{r['name']}  ({r['turns']} turns, {r['chars']:,} chars)" for r in ev.stories[:15])
         self.notify(listing or "no stories yet", title="stories", timeout=10, markup=False)
+
+    def _on_candidates(self, ev: p.Candidates) -> None:
+        words = self.query_one(CandidateList)
+        if ev.id == words.expecting:
+            words.show(ev.words)
 
     def _on_done(self, ev: p.Done) -> None:
         self.pending.discard(ev.id)
@@ -314,6 +326,11 @@ class CharTermApp(App):
             self._switch_model(arg)
         elif name == "follow":
             self._set_follow(arg)
+        elif name == "next":
+            self.next_count = commands.parse_words(arg, self.next_count)
+            self.action_next_words()
+        elif name == "shade":
+            self._set_shade(arg)
         elif name == "story":
             self._open_story(arg)
         elif name == "export":
@@ -380,6 +397,18 @@ class CharTermApp(App):
         if self.preferences.get(key) != value:
             self.preferences[key] = value
             save_preference(key, value)
+
+    def _set_shade(self, arg: str) -> None:
+        if arg not in ("on", "off"):
+            raise UsageError("/shade on or /shade off")
+        self.query_one(StoryView).show_shade(arg == "on")
+        marks = "underlined: the model was under 20% sure of the char; reversed: under 5%"
+        self.notify(f"shade on ({marks})" if arg == "on" else "shade off")
+
+    @on(CandidateList.Picked)
+    def _word_picked(self, event: CandidateList.Picked) -> None:
+        self._send(p.Pick, text=event.text)
+        self.action_next_words()
 
     def _open_story(self, name: str) -> None:
         if not name:
@@ -472,7 +501,14 @@ class CharTermApp(App):
 
     # --- actions ------------------------------------------------------------------------------
 
+    def action_next_words(self) -> None:
+        """Offer the words the model would write next (stopping it first if it is writing)."""
+        self._stop_model()
+        self.query_one(CandidateList).wait_for(self._send(p.Next, words=self.next_count))
+
     def action_stop(self) -> None:
+        if self.query_one(CandidateList).close():
+            return
         if self.writing or self.pending:
             self._send(p.Stop)
             self._set_status("stopped")

@@ -23,6 +23,13 @@ COMMANDS = [
     ),
     Command("undo", "", "drop the last turn (the model's state goes back exactly)"),
     Command("retry", "", "write the model's last turn again"),
+    Command("next", "[N]", "the N (1-9, else 5) words the model would most likely write next: 1-9 or Enter picks"),
+    Command(
+        "shade",
+        "on|off",
+        "mark the chars the model was unsure of: underlined below 20%, reversed below 5% (what it wrote here)",
+        ("on", "off"),
+    ),
     Command("model", "PATH", "switch to another model file (the state is rebuilt from the story)"),
     Command("load", "", "switch to the model training has just improved"),
     Command("follow", "on|off", "switch to each better model training writes, automatically", ("on", "off")),
@@ -45,6 +52,7 @@ KEYS = [
     ("Esc, Ctrl+C", "stop the model now (what it wrote so far is kept)"),
     ("Ctrl+Z", "undo the last turn"),
     ("Ctrl+R", "retry: write the model's last turn again"),
+    ("Ctrl+N", "the words the model would write next: 1-9 or arrows+Enter picks one, Esc closes"),
     ("Ctrl+T", "start training (Ctrl+T again: cancel it)"),
     ("Ctrl+L", "switch to the model training just improved"),
     ("Ctrl+B", "show or hide the side pane"),
@@ -79,6 +87,15 @@ def parse_export(arg: str) -> tuple[str, str]:
     if not parts:
         raise UsageError("/export needs a path: /export story.txt (add md for markdown)")
     return " ".join(parts), fmt
+
+
+def parse_words(arg: str, default: int) -> int:
+    """'/next 3' -> 3: how many next words to offer, 1 to 9 (no argument: `default`)."""
+    if not arg:
+        return default
+    if not (arg.isdigit() and 1 <= int(arg) <= 9):
+        raise UsageError(f"/next N: N is how many words to offer, 1 to 9 (got {arg!r})")
+    return int(arg)
 
 
 def option_value(args: list[str], name: str) -> str | None:

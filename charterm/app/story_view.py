@@ -39,7 +39,11 @@ _NEWLINE = re.compile("\n")
 _PARAGRAPH_NEWLINE = re.compile("(?<=\n)\n|\n(?=\n)")
 
 Span = tuple[str, str]
-"""(author, text) of a piece of one logical line."""
+"""(author, text) of a piece of one logical line; with shading on, the author of a model char the model was unsure
+of is one of SHADES' names."""
+
+SHADES = ((0.05, "model-doubtful"), (0.2, "model-unsure"))
+"""(p below which, style name): how the chars the model wrote are marked, by how sure it was of each."""
 
 
 class _Line(NamedTuple):
@@ -198,7 +202,12 @@ class StoryView(ScrollView, can_focus=True):
     the view shows its welcome instead, if it was given one.
     """
 
-    COMPONENT_CLASSES = {"story-view--person", "story-view--model", "story-view--welcome"}
+    COMPONENT_CLASSES = {
+        "story-view--person",
+        "story-view--model",
+        "story-view--welcome",
+        *(f"story-view--{name}" for _, name in SHADES),
+    }
 
     DEFAULT_CSS = """
     StoryView {
@@ -217,6 +226,14 @@ class StoryView(ScrollView, can_focus=True):
         & > .story-view--welcome {
             color: $text-muted;
             text-style: none;
+        }
+        & > .story-view--model-unsure {
+            color: $text-warning;
+            text-style: underline;
+        }
+        & > .story-view--model-doubtful {
+            color: $text-error;
+            text-style: reverse;
         }
     }
     """
@@ -251,6 +268,10 @@ class StoryView(ScrollView, can_focus=True):
         self._strips: dict[tuple[int, int, int], Strip] = {}
         """Drawn display lines by (index, scroll_x, width): a frame after a scroll redraws every row."""
         self._following = True  # at the end: appends keep it there
+        self.shade = False
+        """Mark the chars the model was unsure of (SHADES)."""
+        self._levels = bytearray()
+        """Per char of the story: 0, or 1 + the index in SHADES of the mark its probability earns."""
 
     @property
     def runs(self) -> list[tuple[str, str]]:
@@ -276,13 +297,16 @@ class StoryView(ScrollView, can_focus=True):
     def clear(self) -> None:
         """Remove the whole story."""
         self._runs = []
+        self._levels = bytearray()
         self._rewrap_all()
         self.refresh()
         if self.is_mounted:
             self.scroll_to_start()
 
     def set_runs(self, runs: list[tuple[str, str]]) -> None:
-        """Replace the story with (author, text) runs, then scroll to the end."""
+        """Replace the story with (author, text) runs, then scroll to the end. The marks of the chars it shares with
+        the story shown before (its start, up to the first difference) are kept."""
+        self._keep_levels("".join(text for _, text in runs))
         new_runs: list[tuple[str, list[str]]] = []
         for author, text in runs:
             _check_author(author)
@@ -297,14 +321,16 @@ class StoryView(ScrollView, can_focus=True):
         self.refresh()
         self.scroll_to_end()
 
-    def append(self, text: str, author: str) -> None:
-        """Add `text` (which may hold newlines) to the end of the story.
+    def append(self, text: str, author: str, probs: list[float] | None = None) -> None:
+        """Add `text` (which may hold newlines) to the end of the story; `probs`: how sure the model was of each char.
 
         Costs O(length of the last logical line): display lines before it are kept as they are.
         """
         _check_author(author)
         if not text:
             return
+        offset = len(self._levels)
+        self._levels += levels_of(probs) if probs and len(probs) == len(text) else bytes(len(text))
         follow = self._is_following()
         was_empty = not self._runs
         if self._runs and self._runs[-1][0] == author:
@@ -317,7 +343,8 @@ class StoryView(ScrollView, can_focus=True):
         if width:
             del self._lines[self._tail_start :]
             self._forget_strips(self._tail_start)
-        self._add_to_tail(author, text)
+        for shown_as, piece in self._shaded(author, text, offset):
+            self._add_to_tail(shown_as, piece)
         if not width:
             return
         self._lines.extend(wrap_spans(self._tail, width))
@@ -373,8 +400,12 @@ class StoryView(ScrollView, can_focus=True):
         self._lines = []
         self._strips.clear()
         self._tail, self._tail_start, self._tail_after_break = [], 0, False
+        offset = 0
         for index, (author, _) in enumerate(self._runs):
-            self._add_to_tail(author, self._run_text(index))
+            text = self._run_text(index)
+            for shown_as, piece in self._shaded(author, text, offset):
+                self._add_to_tail(shown_as, piece)
+            offset += len(text)
         if width:
             self._lines.extend(wrap_spans(self._tail, width))
         self._welcome_lines = (
@@ -383,6 +414,38 @@ class StoryView(ScrollView, can_focus=True):
             else []
         )
         self.virtual_size = Size(width, len(self._shown_lines))
+
+    # --- how sure the model was of each char (shading) -------------------------------------------------------------
+
+    def show_shade(self, on: bool) -> None:
+        """Mark (or stop marking) the chars the model was unsure of."""
+        if on != self.shade:
+            self.shade = on
+            self._rewrap_all()
+            self.refresh()
+
+    def _shaded(self, author: str, text: str, offset: int) -> list[Span]:
+        """(author, text) of the story at `offset`, with shading on cut where the marks of the model's chars change,
+        each piece named by its mark (SHADES); line breaks and wrapping then treat the pieces like any others."""
+        levels = self._levels[offset : offset + len(text)]
+        if not self.shade or author != MODEL or not any(levels):
+            return [(author, text)]
+        out: list[Span] = []
+        start = 0
+        for i in range(1, len(text) + 1):
+            if i == len(text) or levels[i] != levels[start]:
+                out.append((SHADES[levels[start] - 1][1] if levels[start] else author, text[start:i]))
+                start = i
+        return out
+
+    def _keep_levels(self, text: str) -> None:
+        """Keep the marks of the chars `text` shares with the story shown now (from its start); zero the rest."""
+        old = self.text
+        lo, hi = 0, min(len(old), len(text))
+        while lo < hi:  # the longest common start, by halves (string compares run at C speed)
+            mid = (lo + hi + 1) // 2
+            lo, hi = (mid, hi) if old[:mid] == text[:mid] else (lo, mid - 1)
+        self._levels = self._levels[:lo] + bytes(len(text) - lo)
 
     @property
     def _shown_lines(self) -> list[_Line]:
@@ -493,6 +556,11 @@ class StoryView(ScrollView, can_focus=True):
 
     def action_scroll_end(self) -> None:
         self.scroll_to_end()
+
+
+def levels_of(probs: list[float]) -> bytes:
+    """Per char: 0, or 1 + the index in SHADES of the first threshold its probability is below."""
+    return bytes(next((i + 1 for i, (below, _) in enumerate(SHADES) if p < below), 0) for p in probs)
 
 
 def _check_author(author: str) -> None:

@@ -1,10 +1,11 @@
-"""The app's small widgets: the prompt, the model card, the sampling settings."""
+"""The app's small widgets: the prompt, the model card, the sampling settings, the next words."""
 
 from textual import events, on
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
-from textual.widgets import Input, Label, Static, TextArea
+from textual.widgets import Input, Label, OptionList, Static, TextArea
+from textual.widgets.option_list import Option
 
 from charterm.app.commands import complete
 from charterm.app.preferences import InputHistory
@@ -168,3 +169,65 @@ class SettingsPanel(Vertical):
         if field in shown and value != str(shown[field]):
             shown[field] = value  # the blur that follows an Enter must not apply it again
             self.post_message(self.Changed(field, value))
+
+
+class CandidateList(OptionList):
+    """The words the model would most likely write next, with how likely each is. 1-9, or the arrows and Enter,
+    picks one; typing anything else goes back to the prompt (with what was typed); `close()` hides it."""
+
+    class Picked(Message):
+        def __init__(self, text: str) -> None:
+            super().__init__()
+            self.text = text
+
+    def __init__(self, **kw) -> None:
+        super().__init__(markup=False, compact=True, **kw)
+        self.words: list[str] = []
+        self.expecting: int | None = None  # the id of the `next` request whose answer it shows
+        self.display = False
+
+    def wait_for(self, request_id: int) -> None:
+        """Show the answer to the `next` request `request_id` when it comes (until then, the words shown before)."""
+        self.expecting, self.words = request_id, []
+        if not self.display:
+            self.set_options([Option("finding the words the model would write next...", disabled=True)])
+            self.display = True
+        self.focus()
+
+    def show(self, words: list[dict]) -> None:
+        self.words = [w["text"] for w in words]
+        width = max((len(shown_word(t)) for t in self.words), default=0)
+        rows = [f"{i}  {shown_word(w['text']):<{width}}  {100 * w['p']:5.1f}%" for i, w in enumerate(words, 1)]
+        self.set_options(rows or [Option("the model has no next word here", disabled=True)])
+        self.highlighted = 0 if rows else None
+
+    def close(self) -> bool:
+        """Hide the list and give the prompt its focus back; whether it was shown."""
+        shown, self.display, self.expecting, self.words = self.display, False, None, []
+        if shown:
+            self.app.set_focus(self.app.query_one(PromptInput))
+        return shown
+
+    def pick(self, index: int) -> None:
+        if 0 <= index < len(self.words):
+            self.post_message(self.Picked(self.words[index]))
+            self.words = []  # until the next ones come: a second key press must not pick from this list again
+
+    @on(OptionList.OptionSelected)
+    def _selected(self, event: OptionList.OptionSelected) -> None:
+        event.stop()
+        self.pick(event.option_index)
+
+    def on_key(self, event: events.Key) -> None:
+        if event.character and event.character in "123456789":
+            event.stop()
+            self.pick(int(event.character) - 1)
+        elif event.is_printable and event.character:
+            event.stop()
+            self.close()
+            self.app.query_one(PromptInput).insert(event.character)
+
+
+def shown_word(text: str) -> str:
+    """A word as the list shows it: a new line or a tab as a visible sign."""
+    return text.replace("\n", "⏎").replace("\t", "⇥")
