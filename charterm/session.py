@@ -190,26 +190,111 @@ class Session:
             return Continuation(self, self.settings.chars if chars is None else chars, seed, whole_words)
 
     def undo(self) -> Turn | None:
-        """Drop the last turn; the state goes back to exactly what it was before it."""
+        """Go back one turn: the story is the path to the turn before, with exactly the state (and
+        the learned weights) it had there. The turn is kept: redo goes forward to it again."""
         with self._lock:
             self.sync()
             if not self.turns:
                 return None
-            if self.store and self.story:
-                self.story.revision = self.store.delete_last_turn(self.story.id, self.story.revision)
-            self._states.pop()
-            turn = self.turns.pop()
-            if self.learner is not None and turn.id == self.learner.after and not self.learner.forget(turn):
-                self._learn_to_end()
+            turn = self.turns[-1]
+            if self.learner is not None and turn.id == self.learner.after:
+                self.learner.forget(turn)  # from memory if it can; _adopt learns again if not
+            if not (self.store and self.story):
+                self._states.pop()
+                return self.turns.pop()
+            self._move(turn.parent, self.story.tip)
             return turn
 
+    def redo(self) -> Turn | None:
+        """Go forward one turn towards where undo came back from (None: nothing to redo)."""
+        with self._lock:
+            self.sync()
+            story = self._need_story("redo")
+            head = self.turns[-1].id if self.turns else None
+            step, at = None, story.tip
+            while at is not None and at != head:
+                step, at = at, self._parent_of(at)
+            if step is None or at != head:
+                return None
+            self._move(step, story.tip)
+            return self.turns[-1]
+
     def retry(self, chars: int | None = None, whole_words: bool = False) -> "Continuation":
-        """Undo the model's last turn (if the last turn is the model's) and continue again."""
+        """Write the model's last turn again, as a new version beside it (the old one is kept)."""
         with self._lock:
             self.sync()
             if self.turns and self.turns[-1].author == MODEL:
                 self.undo()
             return self.continue_(chars, whole_words)
+
+    # --- the tree of turns ---------------------------------------------------------------------
+
+    def versions(self, i: int = -1) -> tuple[int, int]:
+        """(k, n): turn i of the path is version k of the n at its place in the story."""
+        if not self.turns or not self.story:
+            return 1, 1
+        turn = self.turns[i]
+        siblings = self.story.versions(turn)
+        return siblings.index(turn.id) + 1 if turn.id in siblings else 1, len(siblings)
+
+    def switch_version(self, step: int) -> tuple[int, int]:
+        """Show another version of the last turn (`step` -1: the one before, +1: the one after),
+        with the branch under it; returns the new (k, n)."""
+        with self._lock:
+            self.sync()
+            story = self._need_story("versions")
+            if not self.turns:
+                raise UsageError("the story has no turn yet")
+            siblings = story.versions(self.turns[-1])
+            k = siblings.index(self.turns[-1].id) + step
+            if not 0 <= k < len(siblings):
+                raise UsageError(f"no version {k + 1}: this turn has {len(siblings)}")
+            end = story.branch_end(siblings[k])
+            self._move(end, end)
+            return self.versions()
+
+    def checkout(self, turn_id: int | None) -> None:
+        """Make the path to a turn the story (None: before the first); what came after it stays
+        as a branch, and what is written next starts a new one."""
+        with self._lock:
+            self.sync()
+            story = self._need_story("checkout")
+            self._move(turn_id, story.branch_end(turn_id))
+
+    def edit(self, i: int, text: str) -> Turn:
+        """A new version of turn i of the path with `text`, by the same author, as a branch from the
+        turn before it; the story continues from it (the old version is kept)."""
+        with self._lock:
+            self.sync()
+            self._need_story("edit")
+            if not text:
+                raise UsageError("an edited turn needs some text")
+            old = self.turns[i]
+            self._move(old.parent, old.parent)
+            if old.author == PERSON:
+                self.append_person_turn(text)
+            else:
+                self.append_model_text(text)
+            return self.turns[-1]
+
+    def _need_story(self, what: str) -> Story:
+        if not (self.store and self.story):
+            raise UsageError(f"{what} needs a saved story (--story NAME)")
+        return self.story
+
+    def _parent_of(self, turn_id: int) -> int | None:
+        for parent, kids in self.story.children.items():
+            if turn_id in kids:
+                return parent
+        return None
+
+    def _move(self, head: int | None, tip: int | None) -> None:
+        """Move the story's head (one transaction) and take the path to it."""
+        self.story.revision = self.store.move_head(self.story.id, self.story.revision, head, tip)
+        fresh = self.store.load(self.story.name)
+        if fresh is None:
+            raise StoryChanged(f"the story {self.story.name!r} was deleted in another window")
+        self._adopt(fresh)
 
     def update_settings(self, **changes) -> Settings:
         """Change sampling settings (validated) and save them with the story."""
@@ -249,22 +334,26 @@ class Session:
             fresh = self.store.load(self.story.name)
             if fresh is None:
                 raise StoryChanged(f"the story {self.story.name!r} was deleted in another window")
-            # keep the states of the common prefix only: a state depends on every turn before it
-            states: list[State | None] = [None] * len(fresh.turns)
-            for k, (old, new) in enumerate(zip(self.turns, fresh.turns, strict=False)):
-                if (old.id, old.author, old.text) != (new.id, new.author, new.text):
-                    break
-                states[k] = self._states[k]
             before = len(self.turns)
-            self.story, self.turns, self._states = fresh, list(fresh.turns), states
+            self._adopt(fresh)
             self.reloads += 1
-            if self.learner is not None and not self.learner.matches(self.turns):
-                self._learn_to_end()
             if not quiet:
                 self.notices.append(
                     f"the story was changed in another window; reloaded it ({before} -> {len(self.turns)} turns)"
                 )
             return True
+
+    def _adopt(self, fresh: Story) -> None:
+        """Take the story as the store has it now, keeping the states of the turns the paths share
+        (a state depends on every turn before it), and the learned weights the rule gives."""
+        states: list[State | None] = [None] * len(fresh.turns)
+        for k, (old, new) in enumerate(zip(self.turns, fresh.turns, strict=False)):
+            if (old.id, old.author, old.text) != (new.id, new.author, new.text):
+                break
+            states[k] = self._states[k]
+        self.story, self.turns, self._states = fresh, list(fresh.turns), states
+        if self.learner is not None and not self.learner.matches(self.turns):
+            self._learn_to_end()
 
     # --- adaptation (charterm.learning) --------------------------------------------------------
 
@@ -408,6 +497,9 @@ class Session:
                         continue
                 self.turns.append(turn)
                 self._states.append(state)
+                if self.story:
+                    self.story.children.setdefault(turn.parent, []).append(turn.id)
+                    self.story.tip = turn.id
                 if state is None:
                     self.ensure_state(len(self.turns) - 1)
                 return

@@ -1,7 +1,10 @@
 """Stories on disk: one SQLite database (WAL) in the data dir, one transaction per turn.
 
-A story is a list of turns (who wrote it, the text, and a cache of the LSTM state after it,
-tagged with the model's fingerprint). Every change bumps the story's `revision`; a writer
+A story is a tree of turns (who wrote it, the text, its parent turn, and a cache of the LSTM
+state after it, tagged with the model's fingerprint). The story's `head` is the turn it is at:
+the path from the root to it is the story as shown; `tip` is the end of the branch the head
+came back along (undo moves the head back, redo forward towards the tip). Nothing is deleted
+but a whole story. Every change bumps the story's `revision`; a writer
 passes the revision it last saw, and a mismatch raises `StoryChanged` instead of silently
 interleaving two windows' turns. The text a generation has shown so far is kept in `drafts`
 (rewritten every half second or so) so a kill -9 loses at most the last moment of it.
@@ -58,6 +61,15 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 
 MIGRATIONS = {  # version: the statements that take a database from the version before to it
     2: [
+        "ALTER TABLE turns ADD COLUMN parent INTEGER REFERENCES turns(id) ON DELETE CASCADE",  # NULL: a first turn
+        """UPDATE turns SET parent = (SELECT p.id FROM turns p WHERE p.story_id = turns.story_id
+            AND p.seq < turns.seq ORDER BY p.seq DESC LIMIT 1)""",
+        "ALTER TABLE stories ADD COLUMN head INTEGER",  # the turn the story is at (NULL: before the first)
+        "ALTER TABLE stories ADD COLUMN tip INTEGER",  # where redo goes back to
+        """UPDATE stories SET head = (SELECT t.id FROM turns t WHERE t.story_id = stories.id ORDER BY t.seq DESC
+            LIMIT 1)""",
+        "UPDATE stories SET tip = head",
+        "CREATE INDEX turns_by_parent ON turns (story_id, parent)",
         """CREATE TABLE adaptations (
             story_id INTEGER PRIMARY KEY REFERENCES stories(id) ON DELETE CASCADE,
             base TEXT NOT NULL,  -- fingerprint of the model that adapted
@@ -128,6 +140,7 @@ class Turn:
     fingerprint: str | None = None  # the model the state belongs to
     id: int | None = None
     created: float = 0.0
+    parent: int | None = None  # the turn before it (None: a first turn)
 
 
 @dataclass
@@ -139,9 +152,21 @@ class Story:
     created: float
     updated: float
     revision: int
-    turns: list[Turn] = field(default_factory=list)
+    turns: list[Turn] = field(default_factory=list)  # the path from the first turn to the head
     draft: Turn | None = None  # text a generation showed but never finished (recovered on open)
     draft_owner: str = ""
+    tip: int | None = None  # where redo goes: the end of the branch the head came back along
+    children: dict[int | None, list[int]] = field(default_factory=dict)  # the tree: parent -> child ids, oldest first
+
+    def versions(self, turn: Turn) -> list[int]:
+        """The turn and its siblings (the versions of that place in the story), oldest first."""
+        return self.children.get(turn.parent, [turn.id])
+
+    def branch_end(self, turn_id: int | None) -> int | None:
+        """The end of the branch under a turn, following the newest child at each step."""
+        while self.children.get(turn_id):
+            turn_id = self.children[turn_id][-1]
+        return turn_id
 
     @property
     def text(self) -> str:
@@ -232,12 +257,14 @@ class Store:
     # --- stories ------------------------------------------------------------------------------
 
     def list_stories(self) -> list[StorySummary]:
-        with self._lock:
-            rows = self.db.execute(
-                "SELECT s.name, COUNT(t.id), COALESCE(SUM(LENGTH(t.text)), 0), s.updated, s.model_path "
-                "FROM stories s LEFT JOIN turns t ON t.story_id = s.id GROUP BY s.id ORDER BY s.updated DESC"
-            ).fetchall()
-        return [StorySummary(*r) for r in rows]
+        """Each story's current path: turns and chars."""
+        with self.transaction() as db:
+            rows = db.execute("SELECT id, name, updated, model_path FROM stories ORDER BY updated DESC").fetchall()
+            out = []
+            for story_id, name, updated, model_path in rows:
+                path = db.execute(PATH.format(cols="LENGTH(t.text)"), (story_id,)).fetchall()
+                out.append(StorySummary(name, len(path), sum(n for (n,) in path), updated, model_path))
+        return out
 
     def load(self, name: str) -> Story | None:
         """The story with its turns (and any unfinished draft), read in one snapshot."""
@@ -249,13 +276,14 @@ class Store:
             if row is None:
                 return None
             story = Story(*row[:3], _json(row[3]), *row[4:])
+            cols = "t.id, t.author, t.text, t.created, t.state, t.fingerprint, t.parent"
             story.turns = [
-                Turn(author, text, state, fp, tid, created)
-                for tid, author, text, created, state, fp in db.execute(
-                    "SELECT id, author, text, created, state, fingerprint FROM turns WHERE story_id = ? ORDER BY seq",
-                    (story.id,),
-                )
+                Turn(author, text, state, fp, tid, created, parent)
+                for tid, author, text, created, state, fp, parent in db.execute(PATH.format(cols=cols), (story.id,))
             ]
+            story.tip = db.execute("SELECT tip FROM stories WHERE id = ?", (story.id,)).fetchone()[0]
+            for tid, parent in db.execute("SELECT id, parent FROM turns WHERE story_id = ? ORDER BY id", (story.id,)):
+                story.children.setdefault(parent, []).append(tid)
             draft = db.execute(
                 "SELECT author, text, updated, owner FROM drafts WHERE story_id = ?", (story.id,)
             ).fetchone()
@@ -319,30 +347,40 @@ class Store:
 
     # --- turns --------------------------------------------------------------------------------
 
-    def append_turn(self, story_id: int, revision: int, turn: Turn) -> int:
-        """Add a turn (and drop the draft it finishes) in one transaction; returns the new revision."""
+    def append_turn(self, story_id: int, revision: int, turn: Turn, parent: int | None | str = "head") -> int:
+        """Add a turn after `parent` (by default the head; an earlier turn, or None, makes a branch) and make it
+        the head, dropping the draft it finishes, in one transaction; returns the new revision."""
         with self.transaction() as db:
             self._check(db, story_id, revision)
-            seq = db.execute("SELECT COALESCE(MAX(seq), -1) + 1 FROM turns WHERE story_id = ?", (story_id,))
-            seq = seq.fetchone()[0]
-            turn.created = turn.created or time.time()
-            cur = db.execute(
-                "INSERT INTO turns (story_id, seq, author, text, created, state, fingerprint) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (story_id, seq, turn.author, turn.text, turn.created, turn.state, turn.fingerprint),
-            )
-            turn.id = cur.lastrowid
+            self._insert(db, story_id, turn, parent)
             db.execute("DELETE FROM drafts WHERE story_id = ?", (story_id,))
             return self._bump(db, story_id, revision)
 
-    def delete_last_turn(self, story_id: int, revision: int) -> int:
+    def move_head(self, story_id: int, revision: int, head: int | None, tip: int | None) -> int:
+        """Make the path to `head` (None: before the first turn) the story; redo goes towards `tip`. No turn is
+        deleted. Returns the new revision."""
         with self.transaction() as db:
             self._check(db, story_id, revision)
-            db.execute(
-                "DELETE FROM turns WHERE id = (SELECT id FROM turns WHERE story_id = ? ORDER BY seq DESC LIMIT 1)",
-                (story_id,),
-            )
+            for turn_id in {head, tip} - {None}:
+                found = db.execute("SELECT 1 FROM turns WHERE id = ? AND story_id = ?", (turn_id, story_id))
+                if found.fetchone() is None:
+                    raise UsageError(f"the story has no turn {turn_id} (`stories show NAME --tree` lists them)")
+            db.execute("UPDATE stories SET head = ?, tip = ? WHERE id = ?", (head, tip, story_id))
             return self._bump(db, story_id, revision)
+
+    @staticmethod
+    def _insert(db, story_id: int, turn: Turn, parent: int | None | str = "head") -> None:
+        if parent == "head":
+            parent = db.execute("SELECT head FROM stories WHERE id = ?", (story_id,)).fetchone()[0]
+        seq = db.execute("SELECT COALESCE(MAX(seq), -1) + 1 FROM turns WHERE story_id = ?", (story_id,))
+        turn.created, turn.parent = turn.created or time.time(), parent
+        cur = db.execute(
+            "INSERT INTO turns (story_id, seq, author, text, created, state, fingerprint, parent) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (story_id, seq.fetchone()[0], turn.author, turn.text, turn.created, turn.state, turn.fingerprint, parent),
+        )
+        turn.id = cur.lastrowid
+        db.execute("UPDATE stories SET head = ?, tip = ? WHERE id = ?", (turn.id, turn.id, story_id))
 
     def save_state(self, turn_id: int, state: bytes, fingerprint: str) -> None:
         """Cache the LSTM state after a turn (not a change to the story: no revision bump)."""
@@ -382,13 +420,8 @@ class Store:
             if not row[1]:
                 return None
             (revision,) = db.execute("SELECT revision FROM stories WHERE id = ?", (story_id,)).fetchone()
-            seq = db.execute("SELECT COALESCE(MAX(seq), -1) + 1 FROM turns WHERE story_id = ?", (story_id,))
             turn = Turn(row[0], row[1], created=time.time())
-            cur = db.execute(
-                "INSERT INTO turns (story_id, seq, author, text, created) VALUES (?, ?, ?, ?, ?)",
-                (story_id, seq.fetchone()[0], turn.author, turn.text, turn.created),
-            )
-            turn.id = cur.lastrowid
+            self._insert(db, story_id, turn)
             self._bump(db, story_id, revision)
             return turn
 
@@ -412,6 +445,15 @@ class Store:
     def _bump(db, story_id: int, revision: int) -> int:
         db.execute("UPDATE stories SET revision = ?, updated = ? WHERE id = ?", (revision + 1, time.time(), story_id))
         return revision + 1
+
+
+PATH = """
+WITH RECURSIVE path(id, depth) AS (
+    SELECT head, 0 FROM stories WHERE id = ? AND head IS NOT NULL
+    UNION ALL SELECT t.parent, path.depth + 1 FROM turns t JOIN path ON t.id = path.id WHERE t.parent IS NOT NULL
+)
+SELECT {cols} FROM path JOIN turns t ON t.id = path.id ORDER BY path.depth DESC
+"""  # the turns from the first to the story's head
 
 
 def _json(s: str) -> dict:

@@ -16,6 +16,7 @@ from conftest import run_cli
 
 import charterm.session as session_mod
 import charterm.store as store_mod
+from charterm import learning
 from charterm.checkpoint import load_model, save_model
 from charterm.config import ModelConfig
 from charterm.errors import UsageError
@@ -417,6 +418,7 @@ def _count_feeds(monkeypatch):
 
 
 def test_reopen_with_the_same_model_uses_the_cached_states(store, home, loaded, monkeypatch):
+    monkeypatch.setattr(learning, "SAVE_CHARS", 0)  # the learned weights are saved too: nothing is learned again
     s = _build_story(store, loaded)
     calls = _count_feeds(monkeypatch)
     st2 = Store(home / "stories.db")
@@ -431,6 +433,7 @@ def test_reopen_with_the_same_model_uses_the_cached_states(store, home, loaded, 
 
 
 def test_reopen_after_the_cache_is_damaged_rebuilds_it_by_feeding(store, home, loaded, monkeypatch):
+    monkeypatch.setattr(learning, "SAVE_CHARS", 0)  # the learned weights are saved: only the states are rebuilt
     s = _build_story(store, loaded)
     store.db.execute("UPDATE turns SET state = x'00ff'")
     calls = _count_feeds(monkeypatch)
@@ -475,12 +478,17 @@ def test_pack_state_round_trips_and_unpack_rejects_what_does_not_fit(loaded, oth
 
 def test_many_turns_with_unreadable_caches_are_rebuilt(store, home, loaded):
     story = store.create("long")
-    now = time.time()
+    now, n = time.time(), 1500
     with store.transaction() as db:
         db.executemany(
-            "INSERT INTO turns (story_id, seq, author, text, created, state, fingerprint) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [(story.id, i, PERSON, "ab"[i % 2], now, b"\x00\xff", loaded.fingerprint) for i in range(1500)],
+            "INSERT INTO turns (id, story_id, seq, author, text, created, state, fingerprint, parent) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (i + 1, story.id, i, PERSON, "ab"[i % 2], now, b"\x00\xff", loaded.fingerprint, i or None)
+                for i in range(n)
+            ],
         )
+        db.execute("UPDATE stories SET head = ?, tip = ? WHERE id = ?", (n, n, story.id))
     s = Session(loaded, store, store.load("long"), precision="fp32")
     assert_close(s.state, fed_state(loaded, "ab" * 750))
 

@@ -257,12 +257,12 @@ def test_revision_counts_changes_and_stale_writers_are_refused(store):
         store.append_turn(story.id, 1, Turn(PERSON, "stale"))
     with pytest.raises(StoryChanged):
         store.append_turn(story.id, 3, Turn(PERSON, "from the future"))
-    with pytest.raises(StoryChanged):
-        store.delete_last_turn(story.id, 1)
     loaded = store.load("r")
+    with pytest.raises(StoryChanged):
+        store.move_head(story.id, 1, loaded.turns[0].id, loaded.tip)
     assert [t.text for t in loaded.turns] == ["one", "two"] and loaded.revision == 2
 
-    rev = store.delete_last_turn(story.id, 2)
+    rev = store.move_head(story.id, 2, loaded.turns[0].id, loaded.tip)
     assert rev == 3
     assert [t.text for t in store.load("r").turns] == ["one"]
 
@@ -355,7 +355,7 @@ def test_two_stores_on_one_file_see_each_other_and_stale_writers_are_refused(dat
         rev_b = b.append_turn(story_b.id, story_b.revision, Turn(MODEL, "from b"))
         assert rev_b == rev_a + 1
         with pytest.raises(StoryChanged):
-            a.delete_last_turn(story_a.id, rev_a)
+            a.move_head(story_a.id, rev_a, None, None)
         assert [(t.author, t.text) for t in a.load("shared").turns] == [(PERSON, "from a. "), (MODEL, "from b")]
         assert a.revision(story_a.id) == b.revision(story_b.id) == 2
         assert a.integrity_check() == "ok"
@@ -458,3 +458,28 @@ def test_cli_on_a_damaged_database_is_one_line_not_a_traceback(tmp_path):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("charterm: error: ") and "Traceback" not in r.stderr
     assert "stories.db" in lines[0]
+
+
+# --- the tree of turns --------------------------------------------------------------------------
+
+
+def test_a_turn_after_an_earlier_head_is_a_branch_and_moving_the_head_deletes_nothing(store):
+    story = store.create("tree")
+    rev = store.append_turn(story.id, 0, one := Turn(PERSON, "Anna "))
+    rev = store.append_turn(story.id, rev, first := Turn(MODEL, "smiled."))
+    rev = store.move_head(story.id, rev, one.id, first.id)  # undo: back to "Anna ", redo goes to "smiled."
+    back = store.load("tree")
+    assert [t.text for t in back.turns] == ["Anna "] and back.tip == first.id
+    rev = store.append_turn(story.id, rev, second := Turn(MODEL, "wept."))
+    tree = store.load("tree")
+    assert [t.text for t in tree.turns] == ["Anna ", "wept."] and tree.tip == second.id
+    assert tree.children == {None: [one.id], one.id: [first.id, second.id]}
+    assert tree.versions(tree.turns[-1]) == [first.id, second.id] and second.parent == one.id
+    assert tree.branch_end(one.id) == second.id and tree.branch_end(first.id) == first.id
+    rev = store.move_head(story.id, rev, first.id, first.id)
+    assert [t.text for t in store.load("tree").turns] == ["Anna ", "smiled."]
+    rev = store.move_head(story.id, rev, None, first.id)  # before the first turn
+    assert store.load("tree").turns == [] and len(store.load("tree").children[one.id]) == 2
+    with pytest.raises(UsageError, match="no turn 999"):
+        store.move_head(story.id, rev, 999, None)
+    assert [(s.name, s.turns, s.chars) for s in store.list_stories()] == [("tree", 0, 0)]
