@@ -85,16 +85,55 @@ class Stop(Request):
 
 @message
 class Undo(Request):
-    """Drop the last turn (the state goes back exactly)."""
+    """Go back one turn (the state goes back exactly; the turn is kept for `redo`)."""
 
     KIND: ClassVar[str] = "undo"
 
 
 @message
+class Redo(Request):
+    """Go forward one turn, towards where `undo` came back from."""
+
+    KIND: ClassVar[str] = "redo"
+
+
+@message
 class Retry(Request):
-    """Write the model's last turn again."""
+    """Write the model's last turn again, as a new version beside the old one."""
 
     KIND: ClassVar[str] = "retry"
+
+
+@message
+class Version(Request):
+    """Show the version of the last turn `step` (-1, +1) from the one shown, with the branch under it."""
+
+    KIND: ClassVar[str] = "version"
+    step: int = 1
+
+
+@message
+class Checkout(Request):
+    """Make the path to turn `turn` the story (0: before the first turn): what is written next forks there."""
+
+    KIND: ClassVar[str] = "checkout"
+    turn: int = 0
+
+
+@message
+class Edit(Request):
+    """A new version of turn `turn` with `text`, as a branch from the turn before it; it becomes the story."""
+
+    KIND: ClassVar[str] = "edit"
+    turn: int = 0
+    text: str = ""
+
+
+@message
+class Tree(Request):
+    """Every turn of the story (answered with `turns`)."""
+
+    KIND: ClassVar[str] = "tree"
 
 
 @message
@@ -189,10 +228,13 @@ class Snapshot(Event):
 
 @message
 class Reset(Event):
-    """The whole story as (author, text) runs: after opening, a reload, undo or retry."""
+    """The story (the path to its head) as (author, text) runs, one per turn, after opening, a reload, undo,
+    redo, retry or a move in the tree; `ids`: each turn's id; `versions`: each turn's [k, n] (version k of n)."""
 
     KIND: ClassVar[str] = "reset"
     runs: list = field(default_factory=list)
+    ids: list = field(default_factory=list)
+    versions: list = field(default_factory=list)
 
 
 @message
@@ -215,13 +257,15 @@ class Generating(Event):
 
 @message
 class Committed(Event):
-    """A turn is saved; the story now has `turns` turns and `chars` chars."""
+    """A turn is saved; the story now has `turns` turns and `chars` chars; `turn`: its id; `version`: its [k, n]."""
 
     KIND: ClassVar[str] = "committed"
     author: str = "model"
     length: int = 0
     turns: int = 0
     chars: int = 0
+    turn: int = 0
+    version: list = field(default_factory=lambda: [1, 1])
 
 
 @message
@@ -255,6 +299,15 @@ class Candidates(Event):
 
     KIND: ClassVar[str] = "candidates"
     words: list = field(default_factory=list)
+
+
+@message
+class Turns(Event):
+    """The answer to `tree`: every turn, oldest first: `id`, `parent` (0: none), `author`, `start` (its first
+    chars), `chars`, `current` (on the story's path)."""
+
+    KIND: ClassVar[str] = "turns"
+    turns: list = field(default_factory=list)
 
 
 @message

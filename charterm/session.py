@@ -277,6 +277,15 @@ class Session:
                 self.append_model_text(text)
             return self.turns[-1]
 
+    def tree(self) -> list[dict]:
+        """Every turn of the story, oldest first (see protocol.Turns)."""
+        story = self._need_story("the tree of turns")
+        path = {t.id for t in self.turns}
+        return [
+            {"id": tid, "parent": parent or 0, "author": author, "start": start, "chars": n, "current": tid in path}
+            for tid, parent, author, start, n in self.store.tree(story.id)
+        ]
+
     def _need_story(self, what: str) -> Story:
         if not (self.store and self.story):
             raise UsageError(f"{what} needs a saved story (--story NAME)")

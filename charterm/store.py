@@ -387,6 +387,14 @@ class Store:
         with self.transaction() as db:
             db.execute("UPDATE turns SET state = ?, fingerprint = ? WHERE id = ?", (state, fingerprint, turn_id))
 
+    def tree(self, story_id: int, start: int = 40) -> list[tuple[int, int | None, str, str, int]]:
+        """Every turn of a story, oldest first: (id, parent, author, its first `start` chars, its length)."""
+        with self._lock:
+            return self.db.execute(
+                "SELECT id, parent, author, SUBSTR(text, 1, ?), LENGTH(text) FROM turns WHERE story_id = ? ORDER BY id",
+                (start, story_id),
+            ).fetchall()
+
     def load_adaptation(self, story_id: int) -> tuple[str, int, int, bytes] | None:
         """(base fingerprint, since, after, snapshot bytes) of the story's adapted weights."""
         with self._lock:

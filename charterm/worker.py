@@ -147,7 +147,10 @@ class Worker:
     # --- what the app is told ----------------------------------------------------------------------
 
     def send_story(self, rid: int) -> None:
-        self.outbox.send(p.Reset(id=rid, runs=[list(r) for r in self.session.runs()]))
+        s = self.session
+        ids = [t.id or 0 for t in s.turns]
+        versions = [list(s.versions(i)) for i in range(len(s.turns))]
+        self.outbox.send(p.Reset(id=rid, runs=[list(r) for r in s.runs()], ids=ids, versions=versions))
         self.send_snapshot(rid)
 
     def send_snapshot(self, rid: int) -> None:
@@ -169,7 +172,15 @@ class Worker:
     def send_committed(self, rid: int, turn) -> None:
         s = self.session
         chars = sum(len(t.text) for t in s.turns)
-        committed = p.Committed(id=rid, author=turn.author, length=len(turn.text), turns=len(s.turns), chars=chars)
+        committed = p.Committed(
+            id=rid,
+            author=turn.author,
+            length=len(turn.text),
+            turns=len(s.turns),
+            chars=chars,
+            turn=turn.id or 0,
+            version=list(s.versions()),
+        )
         self.outbox.send(committed)
 
     def notice(self, rid: int, text: str) -> None:
@@ -250,6 +261,12 @@ class Worker:
         what = "nothing to undo" if turn is None else f"undid the {turn.author}'s {len(turn.text):,} chars"
         self.notice(msg.id, what)
 
+    def redo(self, msg: p.Redo) -> None:
+        turn = self.need_session().redo()
+        self.send_story(msg.id)
+        what = "nothing to redo" if turn is None else f"redid the {turn.author}'s {len(turn.text):,} chars"
+        self.notice(msg.id, what)
+
     def retry(self, msg: p.Retry) -> None:
         s = self.need_session()
         s.sync()
@@ -257,6 +274,29 @@ class Worker:
             s.undo()
         self.send_story(msg.id)
         self.generate(msg.id)
+
+    def version(self, msg: p.Version) -> None:
+        k, n = self.need_session().switch_version(msg.step)
+        self.send_story(msg.id)
+        self.notice(msg.id, f"version {k}/{n}")
+
+    def checkout(self, msg: p.Checkout) -> None:
+        s = self.need_session()
+        s.checkout(msg.turn or None)
+        self.send_story(msg.id)
+        self.notice(msg.id, f"the story now ends at turn {msg.turn}; what you write next starts a branch")
+
+    def edit(self, msg: p.Edit) -> None:
+        s = self.need_session()
+        at = next((i for i, t in enumerate(s.turns) if t.id == msg.turn), None)
+        if at is None:
+            raise UsageError(f"turn {msg.turn} is not in the story shown (/fork lists its turns)")
+        s.edit(at, msg.text)
+        self.send_story(msg.id)
+        self.notice(msg.id, f"turn {msg.turn} edited: a new version, the old one kept")
+
+    def tree(self, msg: p.Tree) -> None:
+        self.outbox.send(p.Turns(id=msg.id, turns=self.need_session().tree()))
 
     def set_setting(self, msg: p.SetSetting) -> None:
         from charterm.settings import parse_setting
@@ -332,6 +372,11 @@ HANDLERS = {
     p.Write: Worker.write,
     p.Undo: Worker.undo,
     p.Retry: Worker.retry,
+    p.Redo: Worker.redo,
+    p.Version: Worker.version,
+    p.Checkout: Worker.checkout,
+    p.Edit: Worker.edit,
+    p.Tree: Worker.tree,
     p.SetSetting: Worker.set_setting,
     p.SwitchModel: Worker.switch_model,
     p.ListStories: Worker.list_stories,
