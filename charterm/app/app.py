@@ -12,6 +12,7 @@ import os
 import signal
 import threading
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from charterm import train_events as te
 from charterm.app import commands
 from charterm.app.palette import CharTermCommands
 from charterm.app.preferences import InputHistory, load_preferences, save_preference
-from charterm.app.screens import HelpScreen, welcome_text
+from charterm.app.screens import ForkScreen, HelpScreen, welcome_text
 from charterm.app.story_view import WRAPS, StoryView
 from charterm.app.training_pane import TrainingPane
 from charterm.app.widgets import CandidateList, ModelCard, PromptInput, SettingsPanel
@@ -41,6 +42,7 @@ STATUS_HZ = 10  # the "writing..." line is redrawn this often
 NARROW = 70  # below this width the side pane starts hidden
 RESTARTS = 3  # worker restarts allowed within RESTART_WINDOW seconds
 RESTART_WINDOW = 60.0
+EDITING = "editing turn {}: Enter saves it as a new version, Esc cancels"
 
 
 class WorkerEvent(Message):
@@ -60,6 +62,15 @@ class WorkerExited(Message):
         self.why = why
 
 
+@dataclass
+class ShownTurn:
+    """A turn of the story as shown: its id (0 until it is committed), who wrote it, and its text."""
+
+    id: int
+    author: str
+    text: str
+
+
 class TrainingUpdate(Message):
     def __init__(self, event: te.Event) -> None:
         super().__init__()
@@ -74,7 +85,11 @@ class CharTermApp(App):
         Binding("escape", "stop", "Stop", priority=True),
         Binding("ctrl+c", "stop", "Stop", show=False, priority=True),  # as in `ollama run`; no Esc wait
         Binding("ctrl+z", "undo", "Undo", priority=True),
+        Binding("ctrl+y", "redo", "Redo", show=False, priority=True),
         Binding("ctrl+r", "retry", "Retry", priority=True),
+        Binding("alt+left", "version(-1)", "Version before", show=False, priority=True),
+        Binding("alt+right", "version(1)", "Version after", show=False, priority=True),
+        Binding("ctrl+f", "fork", "Fork", show=False, priority=True),
         Binding("ctrl+n", "next_words", "Next", priority=True),
         Binding("ctrl+t", "train", "Train", priority=True),
         Binding("ctrl+l", "load_trained", "Load trained", show=False, priority=True),
@@ -117,6 +132,11 @@ class CharTermApp(App):
         self._last_turn_start = 0  # where the story's last turn starts (the one being written, while it is)
         self._turn_ended = True  # the next text appended starts a turn
         self.next_count = 5  # how many next words Ctrl+N offers (/next N sets it)
+        self.turns: list[ShownTurn] = []  # the story's turns as shown
+        self.last_version = (1, 1)  # the last turn is version k of n
+        self.editing: int | None = None  # the id of the turn whose text the prompt holds for editing
+        self._draft = ""  # what the prompt held before the edit began
+        self._tree_request: int | None = None  # the `tree` request whose answer opens the fork list
 
     @property
     def card(self) -> dict | None:
@@ -188,11 +208,15 @@ class CharTermApp(App):
         view.set_runs([(a, t) for a, t in ev.runs])
         self._last_turn_start = sum(len(t) for _, t in ev.runs[:-1])  # a reset has one run per turn
         self._turn_ended = True
+        self.turns = [ShownTurn(tid, a, t) for tid, (a, t) in zip(ev.ids, ev.runs, strict=False)]
+        self.last_version = tuple(ev.versions[-1]) if ev.versions else (1, 1)
 
     def _on_appended(self, ev: p.Appended) -> None:
         view = self.query_one(StoryView)
         if self._turn_ended:
             self._last_turn_start, self._turn_ended = len(view.text), False
+            self.turns.append(ShownTurn(0, ev.author, ""))
+        self.turns[-1].text += ev.text
         view.append(ev.text, ev.author, ev.probs)
         if self.writing and ev.author == "model":
             self._gen_chars += len(ev.text)
@@ -203,11 +227,14 @@ class CharTermApp(App):
 
     def _on_committed(self, ev: p.Committed) -> None:
         self._turn_ended = True
+        if self.turns:
+            self.turns[-1].id = ev.turn
+        self.last_version = tuple(ev.version)
         if ev.author == "model":
             self.writing = False
         if self.snapshot is not None:
             self.snapshot = p.Snapshot(**{**vars(self.snapshot), "turns": ev.turns, "chars": ev.chars})
-        self._set_status(f"{ev.turns} turns, {ev.chars:,} chars")
+        self._show_counts(ev.turns, ev.chars)
 
     def _on_snapshot(self, ev: p.Snapshot) -> None:
         first = self.snapshot is None
@@ -217,7 +244,7 @@ class CharTermApp(App):
         self._show_settings()
         self.query_one("#title", Static).update(f"charterm  story: {ev.story}  model: {ev.card['name']}")
         if first and not self.writing:
-            self._set_status(f"{ev.turns} turns, {ev.chars:,} chars. Type, then Enter.")
+            self._set_status(f"{self._counts(ev.turns, ev.chars)}. Type, then Enter.")
 
     def _on_notice(self, ev: p.Notice) -> None:
         self.notify(ev.text, severity=ev.severity, timeout=6, markup=False)
@@ -239,6 +266,11 @@ class CharTermApp(App):
         if ev.id == words.expecting:
             words.show(ev.words)
 
+    def _on_turns(self, ev: p.Turns) -> None:
+        if ev.id == self._tree_request:
+            self._tree_request = None
+            self.push_screen(ForkScreen(ev.turns), self._checkout)
+
     def _on_done(self, ev: p.Done) -> None:
         self.pending.discard(ev.id)
         if self._unconfirmed.pop(ev.id, None) is not None:
@@ -246,7 +278,7 @@ class CharTermApp(App):
         if not self.pending:
             self.writing = False
             if self.snapshot is not None:
-                self._set_status(f"{self.snapshot.turns} turns, {self.snapshot.chars:,} chars")
+                self._show_counts(self.snapshot.turns, self.snapshot.chars)
 
     @on(WorkerExited)
     def _worker_exited(self, message: WorkerExited) -> None:
@@ -275,6 +307,9 @@ class CharTermApp(App):
     @on(PromptInput.Submitted)
     def _prompt_submitted(self, event: PromptInput.Submitted) -> None:
         value = event.value
+        if self.editing is not None:
+            self._save_edit(value)
+            return
         if value.strip().startswith("/"):
             self.run_command(value)
             return
@@ -308,6 +343,7 @@ class CharTermApp(App):
         simple = {
             "help": self.action_help,
             "undo": self.action_undo,
+            "redo": self.action_redo,
             "retry": self.action_retry,
             "load": self.action_load_trained,
             "cancel": self.action_cancel_training,
@@ -326,6 +362,12 @@ class CharTermApp(App):
             self._switch_model(arg)
         elif name == "follow":
             self._set_follow(arg)
+        elif name == "version":
+            self.action_version(commands.parse_version(arg))
+        elif name == "fork":
+            self._fork(arg)
+        elif name == "edit":
+            self._start_edit(arg)
         elif name == "next":
             self.next_count = commands.parse_words(arg, self.next_count)
             self.action_next_words()
@@ -404,6 +446,55 @@ class CharTermApp(App):
         self.query_one(StoryView).show_shade(arg == "on")
         marks = "underlined: the model was under 20% sure of the char; reversed: under 5%"
         self.notify(f"shade on ({marks})" if arg == "on" else "shade off")
+
+    def _fork(self, arg: str) -> None:
+        """/fork: the list of the story's turns; /fork N: go to turn N at once."""
+        if arg:
+            self._checkout(commands.parse_turn("fork", arg))
+        else:
+            self.action_fork()
+
+    def _checkout(self, turn_id: int | None) -> None:
+        """Make the path to the turn the story (0: before the first; None: the list was closed)."""
+        if turn_id is not None:
+            self._stop_model()
+            self._send(p.Checkout, turn=turn_id)
+
+    def _start_edit(self, arg: str) -> None:
+        """Put a turn's text in the prompt (`arg`: its id; none: the person's last turn) for Enter to save."""
+        turn = self._turn_to_edit(arg)
+        self._stop_model()
+        prompt = self.query_one(PromptInput)
+        self.editing, self._draft = turn.id, prompt.text
+        prompt.set_text(commands.escape(turn.text))
+        prompt.focus()
+        self._set_status(EDITING.format(turn.id))
+
+    def _turn_to_edit(self, arg: str) -> ShownTurn:
+        if not arg:
+            mine = [t for t in self.turns if t.author == "person" and t.id]
+            if not mine:
+                raise UsageError("no turn of yours to edit yet: /edit N edits turn N (/fork lists them)")
+            return mine[-1]
+        turn_id = commands.parse_turn("edit", arg)
+        turn = next((t for t in self.turns if t.id == turn_id and t.id), None)
+        if turn is None:
+            raise UsageError(f"turn {turn_id} is not in the story shown: /fork lists its turns")
+        return turn
+
+    def _save_edit(self, value: str) -> None:
+        text = commands.unescape(value)
+        if not text:
+            self.notify("an edited turn needs some text: type it, or Esc to cancel", severity="error")
+            return
+        self._send(p.Edit, turn=self.editing, text=text)
+        self._end_edit()
+
+    def _end_edit(self) -> None:
+        """Leave editing: the prompt holds what it held before."""
+        self.editing = None
+        self.query_one(PromptInput).set_text(self._draft)
+        self._draft = ""
 
     @on(CandidateList.Picked)
     def _word_picked(self, event: CandidateList.Picked) -> None:
@@ -509,7 +600,10 @@ class CharTermApp(App):
     def action_stop(self) -> None:
         if self.query_one(CandidateList).close():
             return
-        if self.writing or self.pending:
+        if self.editing is not None:
+            self._end_edit()
+            self._show_counts()
+        elif self.writing or self.pending:
             self._send(p.Stop)
             self._set_status("stopped")
         elif isinstance(self.screen, HelpScreen):
@@ -521,9 +615,26 @@ class CharTermApp(App):
         self._stop_model()
         self._send(p.Undo)
 
+    def action_redo(self) -> None:
+        self._stop_model()
+        self._send(p.Redo)
+
     def action_retry(self) -> None:
         self._stop_model()
         self._send(p.Retry)
+
+    def action_version(self, step: int) -> None:
+        """Show the version of the last turn `step` (-1, +1) from the one shown."""
+        self._stop_model()
+        self._send(p.Version, step=step)
+
+    def action_fork(self) -> None:
+        """Ask for the story's turns; the list opens with the answer (Ctrl+F again closes it)."""
+        if isinstance(self.screen, ForkScreen):
+            self.screen.dismiss()
+            return
+        self._stop_model()
+        self._tree_request = self._send(p.Tree)
 
     def action_train(self) -> None:
         if self.job is not None:
@@ -585,6 +696,20 @@ class CharTermApp(App):
 
     def _set_status(self, text: str) -> None:
         self.query_one("#status-line", Static).update(text)
+
+    def _counts(self, turns: int, chars: int) -> str:
+        """'4 turns, 332 chars', with the last turn's version when it has others: ', version 2/3'."""
+        k, n = self.last_version
+        return f"{turns} turns, {chars:,} chars" + (f", version {k}/{n}" if n > 1 else "")
+
+    def _show_counts(self, turns: int | None = None, chars: int | None = None) -> None:
+        """The story's counts on the status line (the snapshot's by default), or what to do while editing."""
+        if self.editing is not None:
+            self._set_status(EDITING.format(self.editing))
+        elif turns is not None:
+            self._set_status(self._counts(turns, chars))
+        elif self.snapshot is not None:
+            self._set_status(self._counts(self.snapshot.turns, self.snapshot.chars))
 
     def on_resize(self, event) -> None:
         if event.size.width < NARROW:

@@ -21,8 +21,12 @@ COMMANDS = [
         Command(r.command, r.args, r.help, CHOICES.get(r.field, ()))
         for r in RULES
     ),
-    Command("undo", "", "drop the last turn (the model's state goes back exactly)"),
-    Command("retry", "", "write the model's last turn again"),
+    Command("undo", "", "go back one turn (the model's state goes back exactly; /redo brings the turn back)"),
+    Command("redo", "", "go forward one turn again, to where undo came back from"),
+    Command("retry", "", "write the model's last turn again, as a new version (the old one is kept)"),
+    Command("version", "prev|next", "show the previous or next version of the last turn", ("prev", "next")),
+    Command("fork", "[N]", "the story's turns (N: go to turn N, 0: before the first); what you write next branches"),
+    Command("edit", "[N]", "turn N (no N: your last) in the prompt: Enter saves it as a new version, Esc cancels"),
     Command("next", "[N]", "the N (1-9, else 5) words the model would most likely write next: 1-9 or Enter picks"),
     Command(
         "shade",
@@ -51,7 +55,10 @@ KEYS = [
     ("Up/Down", "recall what you sent before (in earlier runs too)"),
     ("Esc, Ctrl+C", "stop the model now (what it wrote so far is kept)"),
     ("Ctrl+Z", "undo the last turn"),
-    ("Ctrl+R", "retry: write the model's last turn again"),
+    ("Ctrl+Y", "redo: the turn undone comes back"),
+    ("Ctrl+R", "retry: a new version of the model's last turn"),
+    ("Alt+Left/Right", "the previous/next version of the last turn"),
+    ("Ctrl+F", "fork: the story's turns, Enter goes to one (what you write next branches there)"),
     ("Ctrl+N", "the words the model would write next: 1-9 or arrows+Enter picks one, Esc closes"),
     ("Ctrl+T", "start training (Ctrl+T again: cancel it)"),
     ("Ctrl+L", "switch to the model training just improved"),
@@ -98,6 +105,21 @@ def parse_words(arg: str, default: int) -> int:
     return int(arg)
 
 
+def parse_version(arg: str) -> int:
+    """'/version prev' -> -1, '/version next' -> +1: the step to another version of the last turn."""
+    steps = {"prev": -1, "next": 1}
+    if arg not in steps:
+        raise UsageError("/version prev or /version next (Alt+Left, Alt+Right)")
+    return steps[arg]
+
+
+def parse_turn(command: str, arg: str) -> int:
+    """'/fork 3' -> 3: a turn's id, as /fork lists them (0: before the first turn)."""
+    if not arg.isdigit():
+        raise UsageError(f"/{command} N: N is a turn's id, as /fork lists them (got {arg!r})")
+    return int(arg)
+
+
 def option_value(args: list[str], name: str) -> str | None:
     """The value of `--name V` or `--name=V` in an argument list (the last one given), else None."""
     value = None
@@ -121,6 +143,11 @@ def unescape(text: str) -> str:
         out.append(ch)
         i += 1
     return "".join(out)
+
+
+def escape(text: str) -> str:
+    r"""Text as it goes back in the prompt, so that `unescape` gives it back: a backslash before n, t or \ doubled."""
+    return "".join(ch * 2 if ch == "\\" and text[i + 1 : i + 2] in ESCAPES else ch for i, ch in enumerate(text))
 
 
 def complete(value: str) -> str | None:

@@ -1,14 +1,18 @@
-"""The help screen (every key and /command on one page), and the welcome an empty story shows."""
+"""The help screen (every key and /command on one page), the list of the story's turns (/fork), and the welcome
+an empty story shows."""
 
 from pathlib import Path
 
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import VerticalScroll
+from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Static
+from textual.widgets import OptionList, Static
+from textual.widgets.option_list import Option
 
 from charterm.app.commands import COMMANDS, KEYS
+from charterm.app.widgets import shown_word
 
 
 def help_text() -> str:
@@ -62,3 +66,65 @@ class HelpScreen(ModalScreen):
     def action_scroll(self, direction: str) -> None:
         box = self.query_one("#help", VerticalScroll)
         (box.scroll_page_up if direction == "up" else box.scroll_page_down)(animate=False)
+
+
+MAX_INDENT = 12  # levels: the rows of a story with many branches stay readable
+FORK_HELP = "The story's turns (*: the story as shown). Enter goes to one, and what you write next branches there."
+
+
+def turn_rows(turns: list[dict]) -> list[tuple[int, str]]:
+    """The rows of the fork list, as (turn id, text), depth first: a turn's continuation right under it, and the
+    versions of a place (version k/n) indented under the turn before them, each followed by its own branch."""
+    children: dict[int, list[dict]] = {}
+    for t in turns:  # oldest first: versions in the order they were written
+        children.setdefault(t["parent"], []).append(t)
+    before = " " if any(t["current"] for t in turns) else "*"
+    rows = [(0, f"{before}  0  (before the first turn)")]
+    todo = list(reversed(_places(children.get(0, []), 0)))
+    while todo:
+        turn, level, label = todo.pop()
+        rows.append((turn["id"], _row(turn, level, label)))
+        todo += reversed(_places(children.get(turn["id"], []), level + (1 if label else 0)))
+    return rows
+
+
+def _places(kids: list[dict], level: int) -> list[tuple[dict, int, str]]:
+    """What comes after a turn at `level`: its one continuation at the same level, or its versions one deeper."""
+    if len(kids) == 1:
+        return [(kids[0], level, "")]
+    return [(kid, level + 1, f"{k}/{len(kids)}") for k, kid in enumerate(kids, 1)]
+
+
+def _row(turn: dict, level: int, label: str) -> str:
+    mark = "*" if turn["current"] else " "
+    start = shown_word(turn["start"]) + ("..." if turn["chars"] > len(turn["start"]) else "")
+    version = f"{label}  " if label else ""
+    return f"{mark}{'  ' * min(level, MAX_INDENT)}{turn['id']:>3}  {turn['author']:<6}  {version}{start}"
+
+
+class ForkScreen(ModalScreen[int | None]):
+    """The story's turns as a list: Up/Down and Enter choose one (the screen's result: its id), Esc closes."""
+
+    BINDINGS = [Binding("escape", "dismiss", "Close")]
+
+    def __init__(self, turns: list[dict]) -> None:
+        super().__init__()
+        self.rows = turn_rows(turns)
+        current = {t["id"] for t in turns if t["current"]}
+        path = [i for i, (tid, _) in enumerate(self.rows) if tid in current]
+        self.start = path[-1] if path else 0  # the story's last turn: the path's last row, depth first
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="fork"):
+            yield Static(FORK_HELP, id="fork-help", markup=False)
+            yield OptionList(*(Option(text, id=str(tid)) for tid, text in self.rows), markup=False, compact=True)
+
+    def on_mount(self) -> None:
+        options = self.query_one(OptionList)
+        options.highlighted = self.start
+        options.focus()
+
+    @on(OptionList.OptionSelected)
+    def _chosen(self, event: OptionList.OptionSelected) -> None:
+        event.stop()
+        self.dismiss(int(event.option.id))

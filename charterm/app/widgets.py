@@ -54,8 +54,8 @@ class PromptInput(TextArea):
         action()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """Ctrl+Z undoes the story's last turn (the app's key), never an edit here."""
-        return action != "undo" and super().check_action(action, parameters)
+        """Ctrl+Z and Ctrl+Y undo and redo the story's turns (the app's keys), never an edit here."""
+        return action not in ("undo", "redo") and super().check_action(action, parameters)
 
     def action_submit(self) -> None:
         value = self.text
