@@ -62,6 +62,43 @@ def story_app(tmp_path, monkeypatch, turns) -> RecordingApp:
     return RecordingApp(model=str(model), in_thread=True)
 
 
+BRANCHES = [  # (parent's index in this list, or None for the story's start; author; text): a story with versions
+    (None, PERSON, "Happy families are all alike; "),
+    (0, MODEL, "every unhappy family is unhappy in its own way."),
+    (1, PERSON, " The wife had found out"),
+    (2, MODEL, " that the husband was carrying on an intrigue."),
+    (0, MODEL, "each happy family is\nhappy in the same way."),
+    (4, PERSON, " Anna smiled."),
+    (2, MODEL, " about the French governess."),
+]
+HEAD = 6  # the story shown: 0, 1, 2, 6 (its last turn is version 2/2)
+
+
+def branched_app(tmp_path, monkeypatch) -> RecordingApp:
+    """The app on the story "tale" holding the tree of BRANCHES (ids 1 to 7), at HEAD."""
+    app = story_app(tmp_path, monkeypatch, [])
+    store = Store()
+    try:
+        story = store.load("tale")
+        turns = [Turn(author, text) for _, author, text in BRANCHES]
+        for turn, (parent, _, _) in zip(turns, BRANCHES, strict=True):
+            after = None if parent is None else turns[parent].id
+            story.revision = store.append_turn(story.id, story.revision, turn, after)
+        store.move_head(story.id, story.revision, turns[HEAD].id, turns[HEAD].id)
+    finally:
+        store.close()
+    return app
+
+
+def shown_path() -> list[tuple[str, str]]:
+    """The turns from the start to HEAD."""
+    path, i = [], HEAD
+    while i is not None:
+        path.insert(0, BRANCHES[i][1:])
+        i = BRANCHES[i][0]
+    return path
+
+
 @pytest.fixture
 def snap_app(tmp_path, monkeypatch):
     return story_app(tmp_path, monkeypatch, STORY)
@@ -237,3 +274,17 @@ def test_shading_in_colour(snap_compare, snap_app):
 
 def test_shading_without_colour(snap_compare, mono_app):
     assert snap_compare(mono_app, terminal_size=SIZE, run_before=show_shading)
+
+
+def test_the_fork_list_of_a_branched_story(snap_compare, tmp_path, monkeypatch):
+    """Every turn, the story shown marked (*), the versions of a place indented under the turn before them."""
+    from charterm.app.screens import ForkScreen
+
+    async def run_before(pilot):
+        await settle(pilot, shown_path())
+        await pilot.press("ctrl+f")
+        await wait_until(pilot, lambda: isinstance(pilot.app.screen, ForkScreen), 5, "the fork list")
+        await wait_idle(pilot)
+        await pilot.pause()
+
+    assert snap_compare(branched_app(tmp_path, monkeypatch), terminal_size=SIZE, run_before=run_before)
