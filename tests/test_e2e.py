@@ -9,6 +9,7 @@ import re
 import shlex
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -419,4 +420,62 @@ def test_16_colours_and_no_color(term):
     assert shown == squash(text) and shown.startswith("Anna")
     assert all(b for _, b in cells[:4]), "the person's text is not bold without colour"
     assert not any(b for _, b in cells[4:]), "the model's text is bold"
+    term.quit()
+
+
+def tree_of(home: Path) -> tuple[list[tuple[int, int | None, str, str]], int | None]:
+    """Every turn as (id, parent, author, text), and the story's head, as the database has them."""
+    db = sqlite3.connect(home / "stories.db")
+    try:
+        turns = db.execute("SELECT id, parent, author, text FROM turns ORDER BY id").fetchall()
+        head = db.execute("SELECT head FROM stories").fetchone()[0]
+    finally:
+        db.close()
+    return turns, head
+
+
+def test_versions_and_a_fork_survive_quit_and_reopen(term):
+    term.launch()
+    term.wait_ready()
+    term.set_chars(30)
+    term.type("Anna")
+    term.wait_status(r"\b2 turns")
+    term.keys("C-r")
+    term.wait_status(r"\b2 turns, .*, version 2/2$")
+    term.keys("C-r")
+    term.wait_status(r"\b2 turns, .*, version 3/3$")
+    term.keys("M-Left")
+    term.wait_status(r"version 2/3$")
+    turns, head = tree_of(term.home)
+    anna, first, second, third = turns
+    assert head == second[0] and [t[1] for t in turns] == [None, anna[0], anna[0], anna[0]]
+    term.wait_screen(lambda s: shown_story(s) == squash("Anna" + second[3]), 10, "the second version")
+    term.type(" Levin")
+    term.wait_status(r"\b4 turns")
+
+    term.keys("C-f")  # the fork list: the story's last turn is highlighted; two rows up is the second version
+    term.wait_for("(before the first turn)", 10)
+    term.keys("Up", "Up", "Enter")
+    term.wait_status(r"\b2 turns, .*, version 2/3$")
+    assert tree_of(term.home)[1] == second[0]
+    term.type(" Kitty")  # a branch beside " Levin"
+    term.wait_status(r"\b4 turns")
+    term.keys("C-r")
+    term.wait_status(r"\b4 turns, .*, version 2/2$")
+    before, head = tree_of(term.home)
+    screen = term.stable_capture()
+    term.quit()
+
+    levin, kitty = (t for t in before if t[1] == second[0])
+    assert (levin[3], kitty[3]) == (" Levin", " Kitty") and len(before) == 9
+    assert [t[0] for t in before if t[1] == kitty[0]][-1] == head  # the retried answer to " Kitty" is shown
+    term.launch(model=False)
+    reopened = term.wait_ready()
+    assert tree_of(term.home) == (before, head)
+    assert re.search(r"\b4 turns, .*, version 2/2$", status_line(reopened))
+    assert shown_story(term.wait_screen(lambda s: shown_story(s) == shown_story(screen), 10, "the same story"))
+    term.keys("C-f")
+    rows = term.wait_screen(lambda s: "(before the first turn)" in s, 10, "the fork list")
+    assert all(re.search(rf"\b{tid}  {author}\b", rows) for tid, _, author, _ in before)
+    term.keys("Escape")
     term.quit()
