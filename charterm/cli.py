@@ -298,6 +298,9 @@ def generate(
             help="With --story: learn the story's text (saved with it). [default: the story's own, on for a new one]",
         ),
     ] = None,
+    retry: Annotated[
+        bool, typer.Option("--retry", help="With --story: write a new version of its last model turn (the old kept).")
+    ] = False,
 ) -> None:
     """Write the prime and its continuation to stdout, streamed as it is generated.
 
@@ -313,10 +316,12 @@ def generate(
     if story is not None:
         from charterm.store import check_name
 
-        _continue_story(check_name(story), model, prime, settings, precision.value, adapt)
+        if retry and prime:
+            raise UsageError("--retry writes the last model turn again; it takes no --prime")
+        _continue_story(check_name(story), model, prime, settings, precision.value, adapt, retry)
         return
-    if adapt is not None:
-        raise UsageError("--adapt and --no-adapt go with --story NAME (plain generate never learns)")
+    if adapt is not None or retry:
+        raise UsageError("--adapt, --no-adapt and --retry go with --story NAME")
     from charterm.session import Session
 
     session = Session(_load(model), settings=settings, precision=precision.value)
@@ -349,13 +354,14 @@ def _feed_prime(session, prime: str) -> None:
         warn(f"prime: {report.describe()}")
 
 
-def _stream(session) -> None:
-    """The model's turn to stdout, flushed about 30 times a second; committed if there is a store."""
+def _stream(session, retry: bool = False) -> None:
+    """The model's turn to stdout, flushed about 30 times a second; committed if there is a store.
+    `retry`: a new version of the story's last model turn instead."""
     import torch
 
     torch.set_num_threads(1)  # one char at a time: as fast as two threads alone, far faster on a busy CPU
     out = sys.stdout
-    with session.continue_() as cont:
+    with session.retry() if retry else session.continue_() as cont:
         last_flush, buf = time.monotonic(), []
         for ch in cont:
             buf.append(ch)
@@ -369,7 +375,7 @@ def _stream(session) -> None:
     out.flush()
 
 
-def _continue_story(name, model, prime, settings, precision, adapt: bool | None) -> None:
+def _continue_story(name, model, prime, settings, precision, adapt: bool | None, retry: bool = False) -> None:
     from charterm.session import Session, model_path_for
     from charterm.settings import Settings
     from charterm.store import Store
@@ -389,8 +395,11 @@ def _continue_story(name, model, prime, settings, precision, adapt: bool | None)
         warn(notice)
     if prime:
         _feed_prime(session, prime)
-    _stream(session)
+    _stream(session, retry)
     session.save_adaptation()
+    if retry:
+        k, n = session.versions()
+        print(f"version {k}/{n} of the last turn (`stories show {name!r} --tree` lists them)", file=sys.stderr)
     for notice in session.notices:
         warn(notice)
     store.set_last_story(name)
@@ -498,10 +507,31 @@ def stories_list(as_json: Annotated[bool, typer.Option("--json", help="Print one
 
 
 @stories_app.command("show")
-def stories_show(name: Annotated[str, typer.Argument(help="Story name.")]) -> None:
-    """Print a story's text."""
-    _, story = _story(name)
+def stories_show(
+    name: Annotated[str, typer.Argument(help="Story name.")],
+    tree: Annotated[bool, typer.Option("--tree", help="Every turn, the branches too; * marks the story's.")] = False,
+) -> None:
+    """Print a story's text (the current path of its turns)."""
+    store, story = _story(name)
+    if tree:
+        from charterm.store import tree_lines
+
+        print("\n".join(tree_lines(store.tree(story.id), {t.id for t in story.turns})))
+        return
     sys.stdout.write(story.text + ("\n" if story.text and not story.text.endswith("\n") else ""))
+
+
+@stories_app.command("checkout")
+def stories_checkout(
+    name: Annotated[str, typer.Argument(help="Story name.")],
+    turn: Annotated[int, typer.Argument(help="The turn to end the story at (0: before the first).", min=0)],
+) -> None:
+    """Make the path to a turn the story: what is written next starts a branch there (nothing is deleted)."""
+    store, story = _story(name)
+    store.move_head(story.id, story.revision, turn or None, story.branch_end(turn or None))
+    story = store.load(story.name)
+    shown = f"{len(story.turns)} turns, {len(story.text):,} chars"
+    print(f"{story.name!r} now ends at turn {turn}: {shown}", file=sys.stderr)
 
 
 @stories_app.command("export")

@@ -480,6 +480,27 @@ def _private_dir(path: Path) -> None:
         os.chmod(path, 0o700)
 
 
+def tree_lines(rows: list[tuple], current: set[int]) -> list[str]:
+    """`Store.tree` rows as text, depth-first, oldest branch first: turn id, author, length, the version (k/n)
+    of a turn that has others beside it, its first chars; a branch is indented under the turn it leaves; `*`
+    marks the turns of the story's path."""
+    kids: dict[int | None, list[tuple]] = {}
+    for row in rows:
+        kids.setdefault(row[1], []).append(row)
+    out = [f"  {'turn':>5}  {'author':<6}  {'chars':>6}  text"]
+    stack = [(row, 0) for row in reversed(kids.get(None, []))]
+    while stack:
+        row, indent = stack.pop()
+        tid, parent, author, start, length = row
+        siblings = kids[parent]
+        version = f"[{siblings.index(row) + 1}/{len(siblings)}] " if len(siblings) > 1 else ""
+        mark = "*" if tid in current else " "
+        out.append(f"{mark} {tid:>5}  {author:<6}  {length:>6,}  {'  ' * indent}{version}{start!r}")
+        children = kids.get(tid, [])
+        stack.extend((child, indent + (len(children) > 1)) for child in reversed(children))
+    return out
+
+
 def render(name: str, turns: list[Turn], fmt: str = "txt") -> str:
     """A story as plain text, or as markdown with the person's parts in bold."""
     if fmt == "txt":

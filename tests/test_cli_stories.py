@@ -207,3 +207,59 @@ def test_light_commands_import_neither_torch_nor_textual(argv, tmp_path):
     assert r.stderr.strip().splitlines()[-1] == "HEAVY:", r.stderr
     if "--help" in argv:
         assert "Usage: charterm" in r.stdout
+
+
+# --- the tree of turns ------------------------------------------------------------------------
+
+
+def test_retry_writes_versions_the_tree_shows_them_and_checkout_forks(tiny_model, tmp_path, capsys, monkeypatch):
+    from conftest import cli_in_process
+
+    monkeypatch.setenv("CHARTERM_HOME", str(tmp_path / "home"))
+
+    def cli(*args):
+        return cli_in_process(capsys, monkeypatch, *args)
+
+    common = ("--story", "t", "--model", str(tiny_model), "--chars", "20")
+    code, first, _ = cli("generate", *common, "--prime", "Anna said", "--seed", "1")
+    assert code == 0 and len(first) == 20
+    versions = [first]
+    for seed in (2, 3):
+        code, out, err = cli("generate", *common, "--retry", "--seed", str(seed))
+        assert code == 0 and len(out) == 20 and f"version {seed}/{seed} of the last turn" in err, err
+        versions.append(out)
+    assert len(set(versions)) == 3
+    code, shown, _ = cli("stories", "show", "t")
+    assert code == 0 and shown == "Anna said" + versions[2] + "\n"  # the newest version is the story
+    code, tree, _ = cli("stories", "show", "t", "--tree")
+    lines = tree.splitlines()
+    assert code == 0 and lines[0].split() == ["turn", "author", "chars", "text"] and len(lines) == 5
+    assert lines[1].startswith("*") and "'Anna said'" in lines[1]
+    for k, (line, text) in enumerate(zip(lines[2:], versions, strict=True), 1):
+        assert f"[{k}/3] {text!r}" in line and line.startswith("*" if k == 3 else " "), line
+    code, _, err = cli("stories", "checkout", "t", "2")
+    assert code == 0 and "now ends at turn 2" in err
+    code, out, _ = cli("generate", *common, "--prime", " Levin", "--seed", "4")
+    code, shown, _ = cli("stories", "show", "t")
+    assert shown == "Anna said" + versions[0] + " Levin" + out + "\n"
+    code, tree, _ = cli("stories", "show", "t", "--tree")
+    assert len(tree.splitlines()) == 7 and tree.count("*") == 4  # every version kept; the path: 4 turns
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("generate", "--retry"),
+        ("generate", "--story", "t", "--retry", "--prime", "x"),
+        ("stories", "checkout", "t", "999"),
+    ],
+    ids=["retry-without-story", "retry-with-prime", "unknown-turn"],
+)
+def test_tree_commands_refuse_what_they_cannot_do_in_one_line(tiny_model, tmp_path, args, capsys, monkeypatch):
+    from conftest import cli_in_process
+
+    monkeypatch.setenv("CHARTERM_HOME", str(tmp_path / "home"))
+    assert cli_in_process(capsys, monkeypatch, "generate", "--story", "t", "--model", tiny_model, "--chars", 5)[0] == 0
+    extra = ("--model", tiny_model) if args[0] == "generate" else ()
+    code, _, err = cli_in_process(capsys, monkeypatch, *args, *extra)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and err.startswith("charterm: error: "), err

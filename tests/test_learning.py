@@ -211,6 +211,8 @@ def test_a_database_from_schema_1_upgrades_in_place_after_a_backup_and_keeps_eve
     assert story.text.startswith("The keeper of the lighthouse was called Velmorth. ") and len(story.turns) == 4
     assert story.settings == {"top_k": 3, "temperature": 0.8, "chars": 40, "stop_at": "sentence", "seed": 7}
     assert all(t.state and t.fingerprint for t in story.turns)
+    assert [t.parent for t in story.turns] == [None] + [t.id for t in story.turns[:-1]]  # the line became a path
+    assert story.tip == story.turns[-1].id and store.load("second story").turns[0].parent is None
     assert store.load("second story").draft.text == " And then" and store.last_story() == "the lighthouse"
     backup = sqlite3.connect(tmp_path / "stories.db.schema1.bak")
     assert backup.execute("PRAGMA user_version").fetchone()[0] == 1

@@ -745,3 +745,97 @@ def test_generate_story_prints_only_the_new_text_and_saves_turns(home, model_pat
     assert shown.returncode == 0, shown.stderr
     full = "Anna" + r.stdout + " went" + r2.stdout
     assert shown.stdout == full + ("" if full.endswith("\n") else "\n")
+
+
+# --- the tree of turns --------------------------------------------------------------------------
+
+
+def clone(state):
+    return tuple(s.clone() for s in state)
+
+
+def test_undo_keeps_the_turn_and_redo_brings_back_its_text_and_exact_state(store, home, loaded):
+    s = _build_story(store, loaded)
+    text, states = s.text, [clone(s.ensure_state(i)) for i in range(4)]
+    assert s.undo().author == MODEL and s.undo().author == PERSON
+    assert_equal(s.state, states[1])
+    assert [a for a, _ in db_turns(home, "s")[0]] == [PERSON, MODEL]  # the story is the shorter path...
+    assert len(store.tree(s.story.id)) == 4  # ...and no turn was deleted
+    assert s.redo().author == PERSON and s.redo().author == MODEL and s.redo() is None
+    assert s.text == text and db_turns(home, "s")[0] == s.runs()
+    assert_equal(s.state, states[3])
+    s.undo()
+    s.append_person_turn("new ")  # a new turn: redo has nowhere to go
+    assert s.redo() is None and len(store.tree(s.story.id)) == 5
+
+
+def test_retry_adds_a_version_and_switching_versions_is_exact(store, home, loaded):
+    s = _build_story(store, loaded)
+    first, first_state = s.turns[-1], clone(s.state)
+    second = s.retry().run()
+    assert s.versions() == (2, 2) and s.turns[-1] is second and first.text != second.text
+    second_state = clone(s.state)
+    assert s.switch_version(-1) == (1, 2) and s.turns[-1].id == first.id
+    assert_equal(s.state, first_state)
+    assert s.switch_version(+1) == (2, 2)
+    assert_equal(s.state, second_state)
+    with pytest.raises(UsageError, match="no version 3: this turn has 2"):
+        s.switch_version(+1)
+    assert db_turns(home, "s")[0] == s.runs()
+
+
+def test_checkout_forks_and_the_old_continuation_stays_a_branch(store, home, loaded):
+    s = _build_story(store, loaded)
+    old_text, fork_at = s.text, s.turns[1]
+    s.checkout(fork_at.id)
+    assert len(s.turns) == 2 and s.text == old_text[: len(s.turns[0].text) + len(fork_at.text)]
+    s.append_person_turn("Then Kitty ")
+    s.continue_().run()
+    tree = store.tree(s.story.id)
+    assert len(tree) == 6 and sorted(t[0] for t in tree if t[1] == fork_at.id) == [3, 5]
+    s.checkout(3)  # back on the old branch: the path to turn 3, and redo goes on to its end
+    assert len(s.turns) == 3 and s.redo().id == 4 and s.text == old_text
+    s.checkout(None)
+    assert s.turns == [] and s.text == ""
+    assert_equal(s.state, fed_state(loaded, ""))
+
+
+def test_editing_a_turn_makes_a_new_version_from_the_turn_before_it(store, home, loaded):
+    s = _build_story(store, loaded)
+    old = s.turns[2]
+    s.edit(2, "was happy. ")
+    assert [t.text for t in s.turns][:2] == [t.text for t in db_turns(home, "s")[1].turns][:2]
+    assert s.turns[-1].text == "was happy. " and s.turns[-1].author == PERSON and s.versions() == (2, 2)
+    assert_close(s.state, fed_state(loaded, s.text))
+    assert old.id in s.story.versions(s.turns[-1])
+    with pytest.raises(UsageError, match="needs some text"):
+        s.edit(0, "")
+
+
+def test_a_branch_made_in_one_window_shows_in_the_other_and_no_turn_is_lost(store, home, loaded):
+    a = _build_story(store, loaded)
+    other = Store(home / "stories.db")
+    b = Session(loaded, other, other.load("s"), precision="fp32")
+    a.retry().run()  # a new version in window a
+    assert b.sync() and b.versions() == (2, 2) and b.text == a.text
+    b.switch_version(-1)
+    a.append_person_turn("And a wrote on. ")  # after b moved the head: a reloads, then writes after it
+    assert a.turns[-2].id == b.turns[-1].id and a.reloads == 1  # written after the version b chose
+    b.sync()
+    assert b.text == a.text and len(other.tree(b.story.id)) == 6
+    other.close()
+
+
+def test_moving_in_the_tree_gives_back_the_learned_weights_bit_for_bit(store, home, loaded):
+    s = session(store, loaded, chars=30)
+    s.append_person_turn("velmorth sat by the stove. ")
+    s.continue_().run()
+    s.append_person_turn("velmorth said nothing. ")
+    learned = {k: v.clone() for k, v in s.learner.adapter.model.state_dict().items()}
+    s.checkout(s.turns[1].id)
+    s.append_person_turn("kandish came in. ")
+    s.checkout(s.turns[1].id)
+    s.redo()  # the newest branch: kandish
+    s.switch_version(-1)  # the first: velmorth said nothing
+    now = s.learner.adapter.model.state_dict()
+    assert all(torch.equal(v, now[k]) for k, v in learned.items())
