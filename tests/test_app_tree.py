@@ -197,9 +197,9 @@ def test_the_fork_list_shows_every_turn_and_enter_goes_to_one_esc_closes_it(home
         await open_fork_list(pilot)
         listed = rows(app)
         assert len(listed) == 4 and listed[0].endswith("0  (before the first turn)")
-        assert listed[1].startswith("*  1  person  Anna")
-        assert listed[2].split()[:3] == [str(first), "model", "1/2"] and not listed[2].startswith("*")
-        assert listed[3].split()[:4] == ["*", str(second), "model", "2/2"]
+        assert listed[1].split()[:4] == ["*", "1", "person", "Anna"]
+        assert listed[2].split()[:3] == [str(first), "model", "[1/2]"] and not listed[2].startswith("*")
+        assert listed[3].split()[:4] == ["*", str(second), "model", "[2/2]"]
         for row, tid in ((listed[2], first), (listed[3], second)):
             assert shown_word(texts()[tid][:40]).strip() in row
         assert fork_list(app).highlighted == 3  # the story's last turn

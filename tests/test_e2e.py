@@ -476,6 +476,22 @@ def test_versions_and_a_fork_survive_quit_and_reopen(term):
     assert shown_story(term.wait_screen(lambda s: shown_story(s) == shown_story(screen), 10, "the same story"))
     term.keys("C-f")
     rows = term.wait_screen(lambda s: "(before the first turn)" in s, 10, "the fork list")
-    assert all(re.search(rf"\b{tid}  {author}\b", rows) for tid, _, author, _ in before)
     term.keys("Escape")
     term.quit()
+    listed = run_cli("stories", "show", "untitled", "--tree", env={"CHARTERM_HOME": str(term.home)})
+    assert listed.returncode == 0, listed.stderr
+    path = {tid for tid, _ in path_to(before, head)}
+    for tid, _, author, _ in before:  # the fork list and the CLI list the same turns, marking the same path
+        mark = "\\*" if tid in path else " "
+        assert re.search(rf"^{mark} +{tid}  {author} ", listed.stdout, re.M), listed.stdout
+        assert re.search(rf"{mark} +{tid}  {author} ", rows), rows
+
+
+def path_to(turns: list[tuple], head: int) -> list[tuple[int, str]]:
+    """(id, text) of the turns from the story's start to `head`."""
+    by_id = {t[0]: t for t in turns}
+    path = []
+    while head is not None:
+        path.insert(0, (head, by_id[head][3]))
+        head = by_id[head][1]
+    return path

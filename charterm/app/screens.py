@@ -73,33 +73,29 @@ FORK_HELP = "The story's turns (*: the story as shown). Enter goes to one, and w
 
 
 def turn_rows(turns: list[dict]) -> list[tuple[int, str]]:
-    """The rows of the fork list, as (turn id, text), depth first: a turn's continuation right under it, and the
-    versions of a place (version k/n) indented under the turn before them, each followed by its own branch."""
-    children: dict[int, list[dict]] = {}
+    """The rows of the fork list, as (turn id, text), depth first, oldest branch first, laid out as
+    `charterm stories show NAME --tree` does: a turn with others beside it says which version it is ([k/n]), and
+    the versions of a place are indented under the turn they leave; `*` marks the story's path."""
+    kids: dict[int, list[dict]] = {}
     for t in turns:  # oldest first: versions in the order they were written
-        children.setdefault(t["parent"], []).append(t)
+        kids.setdefault(t["parent"], []).append(t)
     before = " " if any(t["current"] for t in turns) else "*"
-    rows = [(0, f"{before}  0  (before the first turn)")]
-    todo = list(reversed(_places(children.get(0, []), 0)))
-    while todo:
-        turn, level, label = todo.pop()
-        rows.append((turn["id"], _row(turn, level, label)))
-        todo += reversed(_places(children.get(turn["id"], []), level + (1 if label else 0)))
+    rows = [(0, f"{before}    0  (before the first turn)")]
+    stack = [(t, 0) for t in reversed(kids.get(0, []))]
+    while stack:
+        turn, indent = stack.pop()
+        siblings = kids[turn["parent"]]
+        version = f"[{siblings.index(turn) + 1}/{len(siblings)}] " if len(siblings) > 1 else ""
+        rows.append((turn["id"], _row(turn, indent, version)))
+        children = kids.get(turn["id"], [])
+        stack.extend((child, indent + (len(children) > 1)) for child in reversed(children))
     return rows
 
 
-def _places(kids: list[dict], level: int) -> list[tuple[dict, int, str]]:
-    """What comes after a turn at `level`: its one continuation at the same level, or its versions one deeper."""
-    if len(kids) == 1:
-        return [(kids[0], level, "")]
-    return [(kid, level + 1, f"{k}/{len(kids)}") for k, kid in enumerate(kids, 1)]
-
-
-def _row(turn: dict, level: int, label: str) -> str:
+def _row(turn: dict, indent: int, version: str) -> str:
     mark = "*" if turn["current"] else " "
     start = shown_word(turn["start"]) + ("..." if turn["chars"] > len(turn["start"]) else "")
-    version = f"{label}  " if label else ""
-    return f"{mark}{'  ' * min(level, MAX_INDENT)}{turn['id']:>3}  {turn['author']:<6}  {version}{start}"
+    return f"{mark} {turn['id']:>4}  {turn['author']:<6}  {'  ' * min(indent, MAX_INDENT)}{version}{start}"
 
 
 class ForkScreen(ModalScreen[int | None]):
