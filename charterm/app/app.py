@@ -600,16 +600,16 @@ class CharTermApp(App):
     def action_stop(self) -> None:
         if self.query_one(CandidateList).close():
             return
-        if self.editing is not None:
-            self._end_edit()
-            self._show_counts()
-        elif self.writing or self.pending:
+        if self.writing or self.pending:
             self._send(p.Stop)
             self._set_status("stopped")
         elif isinstance(self.screen, HelpScreen):
             self.screen.dismiss()
         elif isinstance(self.screen, ModalScreen):
-            raise SkipAction()  # the command palette's own Esc closes it
+            raise SkipAction()  # the command palette's (and the fork list's) own Esc closes it
+        elif self.editing is not None:
+            self._end_edit()
+            self._show_counts()
 
     def action_undo(self) -> None:
         self._stop_model()
