@@ -277,8 +277,7 @@ class CharTermApp(App):
             self._show_settings()
         if not self.pending:
             self.writing = False
-            if self.snapshot is not None:
-                self._show_counts(self.snapshot.turns, self.snapshot.chars)
+            self._show_counts()
 
     @on(WorkerExited)
     def _worker_exited(self, message: WorkerExited) -> None:
