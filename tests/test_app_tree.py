@@ -54,6 +54,11 @@ def texts() -> dict[int, str]:
         store.close()
 
 
+def told(app, words: str) -> bool:
+    """Some notification of the app's said `words`."""
+    return any(words in m for m in app.messages())
+
+
 def children() -> dict[int | None, list[int]]:
     """The stored tree: each turn's id (None: the story's start) -> the ids of the turns after it, oldest first."""
     return stored_story().children
@@ -70,6 +75,11 @@ async def write_turn(pilot, text: str, timeout: float = 20) -> None:
 async def press_and_settle(pilot, *keys: str) -> None:
     await pilot.press(*keys)
     await wait_idle(pilot)
+
+
+async def settled(pilot, predicate, what: str) -> None:
+    """Wait until `predicate` holds and the worker is idle: what a line sent through the prompt led to."""
+    await wait_until(pilot, lambda: predicate() and idle(pilot.app), 20, what)
 
 
 async def begin(pilot, chars: int = 30) -> None:
@@ -95,13 +105,13 @@ def test_retry_makes_versions_and_alt_left_right_and_version_switch_between_them
             assert view(app).runs == [(PERSON, "Anna"), (MODEL, texts()[versions[k - 1]])] == stored()
             assert stored_story().turns[-1].id == versions[k - 1]
         await submit(pilot, "/version next")
-        await wait_idle(pilot)
-        assert status(app).endswith(", version 3/3") and stored()[-1][1] == texts()[versions[2]]
+        await settled(pilot, lambda: status(app).endswith(", version 3/3"), "version 3/3")
+        assert stored()[-1][1] == texts()[versions[2]]
         await press_and_settle(pilot, "alt+right")  # there is no fourth
         assert "no version 4: this turn has 3" in app.errors()
         assert stored_story().turns[-1].id == versions[2]
         await submit(pilot, "/version sideways")
-        assert "/version prev or /version next (Alt+Left, Alt+Right)" in app.errors()
+        await wait_until(pilot, lambda: told(app, "/version prev or /version next (Alt+Left, Alt+Right)"), 5)
 
     run_app(test, model=tiny_model)
 
@@ -134,8 +144,8 @@ def test_undo_keeps_the_turn_and_ctrl_y_or_redo_brings_it_back(home, tiny_model)
         await press_and_settle(pilot, "ctrl+z", "ctrl+z")
         assert view(app).runs == [] == stored()
         await submit(pilot, "/redo")
-        await wait_idle(pilot)
-        assert view(app).runs == [(PERSON, "Anna")] == stored()
+        await settled(pilot, lambda: stored() == [(PERSON, "Anna")], "the redo")
+        assert view(app).runs == [(PERSON, "Anna")]
         assert status(app) == "1 turns, 4 chars"
         await press_and_settle(pilot, "ctrl+y", "ctrl+y")
         assert view(app).runs == story == stored()
@@ -151,7 +161,7 @@ def test_fork_n_then_writing_makes_a_branch_and_the_old_continuation_stays(home,
         await write_turn(pilot, " Levin")
         old = stored_story().turns
         await submit(pilot, f"/fork {old[1].id}")
-        await wait_idle(pilot)
+        await settled(pilot, lambda: len(stored()) == 2, "the checkout")
         assert view(app).runs == [(PERSON, "Anna"), (MODEL, old[1].text)] == stored()
         assert status(app).startswith("2 turns, ")
         await write_turn(pilot, " Kitty")
@@ -162,14 +172,14 @@ def test_fork_n_then_writing_makes_a_branch_and_the_old_continuation_stays(home,
         assert view(app).runs == [(PERSON, "Anna"), (MODEL, old[1].text), (PERSON, " Kitty"), (MODEL, now[3].text)]
 
         await submit(pilot, "/fork 0")  # before the first turn: the next turn is a new beginning
-        await wait_idle(pilot)
-        assert view(app).runs == [] == stored()
+        await settled(pilot, lambda: stored() == [], "the checkout")
+        assert view(app).runs == []
         await write_turn(pilot, "Stiva")
         assert stored()[0] == (PERSON, "Stiva") and children()[None] == [old[0].id, stored_story().turns[0].id]
         assert len(texts()) == 8  # nothing was lost
 
         await submit(pilot, "/fork twelve")
-        assert "/fork N: N is a turn's id, as /fork lists them (got 'twelve')" in app.errors()
+        await wait_until(pilot, lambda: told(app, "/fork N: N is a turn's id, as /fork lists them (got 'twelve')"), 5)
 
     run_app(test, model=tiny_model)
 
@@ -209,17 +219,17 @@ def test_the_fork_list_shows_every_turn_and_enter_goes_to_one_esc_closes_it(home
         assert stored_story().turns[-1].id == second and prompt(app).has_focus
 
         await open_fork_list(pilot)
-        await pilot.press("up")
-        await press_and_settle(pilot, "enter")
+        await pilot.press("up", "enter")
+        await settled(pilot, lambda: stored_story().turns[-1].id == first, "the checkout")
         assert not isinstance(app.screen, ForkScreen) and prompt(app).has_focus
         assert view(app).runs == [(PERSON, "Anna"), (MODEL, texts()[first])] == stored()
         assert status(app).endswith(", version 1/2")
 
         await open_fork_list(pilot)
         assert rows(app)[2].startswith("*") and not rows(app)[3].startswith("*")
-        await pilot.press("home")
-        await press_and_settle(pilot, "enter")  # row 0: before the first turn
-        assert view(app).runs == [] == stored() and len(texts()) == 3
+        await pilot.press("home", "enter")  # row 0: before the first turn
+        await settled(pilot, lambda: stored() == [], "the checkout")
+        assert view(app).runs == [] and len(texts()) == 3
 
     run_app(test, model=tiny_model)
 
@@ -239,10 +249,12 @@ def test_edit_n_puts_the_turn_in_the_prompt_and_enter_saves_a_new_version(home, 
 
         prompt(app).clear()
         await submit(pilot, "/edit")  # the person's last turn
-        assert prompt(app).text == "Anna" and app.editing == anna.id
+        await wait_until(pilot, lambda: prompt(app).text == "Anna", 5, "the turn in the prompt")
+        assert app.editing == anna.id
         prompt(app).set_text("/Anne\\n")  # while editing, a leading / is text, and \n a new line
-        await press_and_settle(pilot, "enter")
-        assert view(app).runs == [(PERSON, "/Anne\n")] == stored()
+        await pilot.press("enter")
+        await settled(pilot, lambda: stored() == [(PERSON, "/Anne\n")], "the edit")
+        assert view(app).runs == stored()
         assert children()[None] == [anna.id, stored_story().turns[0].id]
         assert texts()[anna.id] == "Anna" and texts()[answer.id] == answer.text  # the old version is kept
         assert status(app) == "1 turns, 6 chars, version 2/2"
@@ -252,16 +264,19 @@ def test_edit_n_puts_the_turn_in_the_prompt_and_enter_saves_a_new_version(home, 
         await wait_until(pilot, lambda: len(stored()) == 2 and idle(app), 20, "the model's turn")
         model_turn = stored_story().turns[-1]
         await submit(pilot, f"/edit {model_turn.id}")
+        await wait_until(pilot, lambda: app.editing == model_turn.id, 5, "the edit to begin")
         prompt(app).set_text("a model's turn, put right")
-        await press_and_settle(pilot, "enter")
+        await pilot.press("enter")
+        await settled(pilot, lambda: stored()[-1] == (MODEL, "a model's turn, put right"), "the edit")
         assert stored() == [(PERSON, "/Anne\n"), (MODEL, "a model's turn, put right")] == view(app).runs
 
         await submit(pilot, "/edit 999")
-        assert "turn 999 is not in the story shown: /fork lists its turns" in app.errors()
+        await wait_until(pilot, lambda: told(app, "turn 999 is not in the story shown: /fork lists its turns"), 5)
         await submit(pilot, "/edit")
+        await wait_until(pilot, lambda: app.editing == stored_story().turns[0].id, 5, "the edit to begin")
         prompt(app).clear()
         await pilot.press("enter")  # nothing to save: it says so and stays in the edit
-        assert "an edited turn needs some text: type it, or Esc to cancel" in app.errors()
+        await wait_until(pilot, lambda: told(app, "an edited turn needs some text: type it, or Esc to cancel"), 5)
         assert app.editing == stored_story().turns[0].id
 
     run_app(test, model=tiny_model)
@@ -278,7 +293,7 @@ def test_a_branch_made_in_one_window_reaches_the_other_and_nothing_is_lost(home,
             window = Session(load_model(tiny_model), other, other.load("untitled"))
             anna, answer = window.turns
             await submit(pilot, f"/fork {anna.id}")  # the first window branches
-            await wait_idle(pilot)
+            await settled(pilot, lambda: len(stored()) == 1, "the checkout")
             await write_turn(pilot, " Levin")
             assert window.sync() and window.runs() == stored() and view(app).runs == runs_of(stored())
             assert window.story.children[anna.id] == [answer.id, window.turns[1].id]
@@ -286,8 +301,7 @@ def test_a_branch_made_in_one_window_reaches_the_other_and_nothing_is_lost(home,
             window.checkout(answer.id)  # the second window goes back to the first answer...
             window.append_person_turn(" Kitty")  # ... and writes there
             want = [(PERSON, "Anna"), (MODEL, answer.text), (PERSON, " Kitty")]
-            await wait_until(pilot, lambda: view(app).runs == want, 10, "the first window to take the change")
-            assert any("changed in another window" in m for m in app.messages())
+            await wait_until(pilot, lambda: view(app).runs == want and told(app, "changed in another window"), 10)
             await write_turn(pilot, " Then")  # after the other window's turn, never over it
             assert stored()[:4] == [*want, (PERSON, " Then")] and view(app).runs == runs_of(stored())
             assert len(texts()) == 7  # both windows' turns, every branch
