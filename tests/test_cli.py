@@ -5,7 +5,18 @@ import subprocess
 import sys
 
 import pytest
-from conftest import run_cli
+from conftest import cli_in_process, run_cli
+
+
+@pytest.fixture
+def cli(capsys, monkeypatch):
+    """The CLI in this process (no interpreter and torch start-up per call); answers like run_cli."""
+
+    def run(*args):
+        code, out, err = cli_in_process(capsys, monkeypatch, *args)
+        return subprocess.CompletedProcess(args, code, out, err)
+
+    return run
 
 
 def one_line_error(r, code):
@@ -62,18 +73,18 @@ def test_generate_writes_the_prime_then_the_continuation(tiny_model):
     assert r.stderr == ""
 
 
-def test_same_seed_same_text_byte_for_byte(tiny_model):
+def test_same_seed_same_text_byte_for_byte(tiny_model, cli):
     args = ("generate", "--model", tiny_model, "--prime", "The ", "--chars", "300", "--top-k", "5")
-    a, b = run_cli(*args, "--seed", "11"), run_cli(*args, "--seed", "11")
-    c = run_cli(*args, "--seed", "12")
+    a, b = run_cli(*args, "--seed", "11"), cli(*args, "--seed", "11")  # a real process, and this one
+    c = cli(*args, "--seed", "12")
     assert a.stdout == b.stdout and a.stdout != c.stdout
-    fp = run_cli(*args, "--seed", "11", "--precision", "fp32")
+    fp = cli(*args, "--seed", "11", "--precision", "fp32")
     assert fp.returncode == 0 and fp.stdout.startswith("The ")
 
 
-def test_greedy_is_deterministic_without_a_seed(tiny_model):
+def test_greedy_is_deterministic_without_a_seed(tiny_model, cli):
     args = ("generate", "--model", tiny_model, "--prime", "He", "--chars", "80", "--temperature", "0")
-    assert run_cli(*args).stdout == run_cli(*args).stdout
+    assert cli(*args).stdout == cli(*args).stdout
 
 
 def test_prime_with_unknown_chars_is_folded_and_reported(tiny_model):
@@ -93,25 +104,25 @@ def test_prime_file_and_zero_chars(tiny_model, tmp_path):
     assert r.returncode == 0 and r.stdout == "Levin said\n"
 
 
-def test_eval_json_and_int8_agree(tiny_model, corpus):
-    fp = run_cli("eval", "--model", tiny_model, "--data", corpus, "--json")
-    q = run_cli("eval", "--model", tiny_model, "--data", corpus, "--json", "--precision", "int8")
+def test_eval_json_and_int8_agree(tiny_model, corpus, cli):
+    fp = cli("eval", "--model", tiny_model, "--data", corpus, "--json")
+    q = cli("eval", "--model", tiny_model, "--data", corpus, "--json", "--precision", "int8")
     a, b = json.loads(fp.stdout), json.loads(q.stdout)
     assert set(a) >= {"loss", "bits_per_char", "perplexity", "chars"}
     assert a["bits_per_char"] == pytest.approx(a["loss"] / 0.6931471805599453)
     assert abs(a["loss"] - b["loss"]) <= 0.01
-    whole = json.loads(run_cli("eval", "--model", tiny_model, "--data", corpus, "--json", "--split", "all").stdout)
+    whole = json.loads(cli("eval", "--model", tiny_model, "--data", corpus, "--json", "--split", "all").stdout)
     assert whole["chars"] > 5 * a["chars"]
-    text = run_cli("eval", "--model", tiny_model, "--data", corpus)
+    text = cli("eval", "--model", tiny_model, "--data", corpus)
     assert text.stdout.startswith("val: ") and "nats/char" in text.stdout
 
 
-def test_info_json(tiny_model):
-    r = run_cli("info", "--model", tiny_model, "--json")
+def test_info_json(tiny_model, cli):
+    r = cli("info", "--model", tiny_model, "--json")
     card = json.loads(r.stdout)
     assert card["hidden"] == 48 and card["layers"] == 2 and card["params"] > 0
     assert isinstance(card["val_loss"], float) and card["vocab_size"] == len(card["vocab"])
-    human = run_cli("info", "--model", tiny_model).stdout
+    human = cli("info", "--model", tiny_model).stdout
     assert "LSTM 48x2" in human and "parameters" in human
 
 
