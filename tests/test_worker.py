@@ -230,12 +230,12 @@ def test_generate_a_new_story_and_the_app_start_alike(home, tiny_model):
     assert written["on"][:150] == adapted.stdout
 
 
-def test_the_readme_lists_every_message_of_the_protocol():
+def test_the_docs_list_every_message_of_the_protocol():
     from pathlib import Path
 
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
-    assert p.table() in readme
-    assert f"(protocol version {p.PROTOCOL}," in readme
+    page = (Path(__file__).resolve().parent.parent / "docs" / "worker-protocol.md").read_text(encoding="utf-8")
+    assert p.table() in page
+    assert f"(protocol version {p.PROTOCOL}," in page
 
 
 def test_next_offers_words_pick_writes_one_and_each_written_char_has_its_probability(home):
