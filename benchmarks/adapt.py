@@ -21,12 +21,12 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from charterm.checkpoint import load_model  # noqa: E402
 from charterm.config import ADAPT_LR, ADAPT_SEGMENT  # noqa: E402
-from charterm.corpus import open_corpus  # noqa: E402
-from charterm.evaluate import evaluate_adapting  # noqa: E402
+from charterm.engine.checkpoint import load_model  # noqa: E402
+from charterm.engine.corpus import open_corpus  # noqa: E402
+from charterm.engine.evaluate import evaluate_adapting  # noqa: E402
+from charterm.engine.text import split_train_val  # noqa: E402
 from charterm.paths import default_model_path  # noqa: E402
-from charterm.text import split_train_val  # noqa: E402
 
 
 def score(model, ids, segment, lr, label):

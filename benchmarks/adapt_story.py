@@ -23,12 +23,12 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from charterm.adapt import Adapter  # noqa: E402
-from charterm.checkpoint import load_model  # noqa: E402
-from charterm.corpus import open_corpus  # noqa: E402
-from charterm.learning import KEEP  # noqa: E402
-from charterm.sampling import CharSampler, Generation, Stepper  # noqa: E402
-from charterm.text import split_train_val  # noqa: E402
+from charterm.engine.adapt import Adapter  # noqa: E402
+from charterm.engine.checkpoint import load_model  # noqa: E402
+from charterm.engine.corpus import open_corpus  # noqa: E402
+from charterm.engine.sampling import CharSampler, Generation, Stepper  # noqa: E402
+from charterm.engine.text import split_train_val  # noqa: E402
+from charterm.story.learning import KEEP  # noqa: E402
 
 VARIANTS = [  # (label, part, lr, learn from the model's turns too, each turn read from the base model's state)
     ("all weights, person's text, lr 3e-4, states carried", "all", 3e-4, False, False),
@@ -94,9 +94,9 @@ def name_test(loaded, text: str, old: str, new: str, mentions: int = 12) -> None
     with adaptation off and on, as `charterm generate --story` would."""
     import tempfile
 
-    from charterm.adapt import loss_sum
-    from charterm.session import Session
-    from charterm.store import Store
+    from charterm.engine.adapt import loss_sum
+    from charterm.story.session import Session
+    from charterm.story.store import Store
 
     passage, last = text.replace(old, new), -1
     for _ in range(mentions + 1):
@@ -130,8 +130,8 @@ def cost(loaded, text: str) -> None:
     import resource
     import tempfile
 
-    from charterm.session import Session
-    from charterm.store import Store
+    from charterm.story.session import Session
+    from charterm.story.store import Store
 
     with tempfile.TemporaryDirectory() as d:
         store = Store(Path(d) / "stories.db")

@@ -114,7 +114,7 @@ NOTEBOOK = dict(hidden=512, layers=2, dropout=0.5, batch_size=128, seq_length=10
 
 
 def load(data):
-    from charterm.text import Vocabulary, read_text
+    from charterm.engine.text import Vocabulary, read_text
 
     text = read_text(data)
     return text, Vocabulary.from_text(text)
@@ -150,9 +150,9 @@ def case_train_notebook(data, steps):
 
 def case_train_charterm(data, steps):
     from charterm.config import ModelConfig
-    from charterm.model import CharModel
-    from charterm.text import make_rows
-    from charterm.training import keep_buffers_in_heap
+    from charterm.engine.distributed import keep_buffers_in_heap
+    from charterm.engine.model import CharModel
+    from charterm.engine.text import make_rows
 
     keep_buffers_in_heap()
     text, vocab = load(data)
@@ -187,7 +187,7 @@ def case_train_trainer(data, steps):
     import tempfile
 
     from charterm.config import PRESETS, TrainConfig
-    from charterm.training import run_training
+    from charterm.engine.training import run_training
 
     times = []
 
@@ -206,7 +206,7 @@ def case_train_trainer(data, steps):
 def _models(data):
     """The same random weights in the notebook's CharRNN and in charterm's CharModel."""
     from charterm.config import ModelConfig
-    from charterm.model import CharModel
+    from charterm.engine.model import CharModel
 
     _, vocab = load(data)
     torch.manual_seed(0)
@@ -231,7 +231,7 @@ def case_generate_notebook(data, n):
 
 
 def case_generate_charterm(data, n, precision):
-    from charterm.sampling import CharSampler, Generation, Stepper, run_ids
+    from charterm.engine.sampling import CharSampler, Generation, Stepper, run_ids
 
     vocab, _, model = _models(data)
     stepper = Stepper(model, precision)
@@ -254,7 +254,7 @@ def case_prime_notebook(data, n):
 
 
 def case_prime_charterm(data, n):
-    from charterm.sampling import run_ids
+    from charterm.engine.sampling import run_ids
 
     text, vocab = load(data)
     _, _, model = _models(data)
@@ -268,8 +268,8 @@ def case_next_words(data, n):
     """Median ms of `Session.next_words(5)` at the end of a 2,000-char prime, at n places in the book."""
     import random
 
-    from charterm.checkpoint import load_model
-    from charterm.session import Session
+    from charterm.engine.checkpoint import load_model
+    from charterm.story.session import Session
 
     torch.set_num_threads(1)
     text, _ = load(data)

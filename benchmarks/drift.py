@@ -14,9 +14,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from charterm.checkpoint import load_model
-from charterm.corpus import open_corpus
-from charterm.text import row_starts, split_train_val, window
+from charterm.engine.checkpoint import load_model
+from charterm.engine.corpus import open_corpus
+from charterm.engine.text import row_starts, split_train_val, window
 
 ROOT = Path(__file__).resolve().parent.parent
 

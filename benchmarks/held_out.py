@@ -15,7 +15,7 @@ from recipes import RECIPES, ROOT, run
 
 sys.path.insert(0, str(ROOT))
 
-from charterm.text import split_train_val  # noqa: E402
+from charterm.engine.text import split_train_val  # noqa: E402
 
 
 def with_tenth_last(text: str, tenth: int) -> str:

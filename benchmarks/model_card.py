@@ -36,10 +36,10 @@ def cold_start_loss(model_path: str, data: str, places: int = 256, chars: int = 
     import torch
     import torch.nn.functional as F
 
-    from charterm.checkpoint import load_model
-    from charterm.corpus import open_corpus
+    from charterm.engine.checkpoint import load_model
+    from charterm.engine.corpus import open_corpus
+    from charterm.engine.text import split_train_val
     from charterm.paths import default_model_path
-    from charterm.text import split_train_val
 
     loaded = load_model(model_path or default_model_path())
     _, val = split_train_val(open_corpus(data, vocab=loaded.vocab).ids, loaded.info["train_config"]["val_frac"])

@@ -137,7 +137,7 @@ def train_config(given: dict, preset: str | None = None) -> TrainConfig:
 # chars; each is scored, then the model takes one Adam step (beta1 = 0) of ADAPT_LR on it.
 ADAPT_LR = 3e-4
 ADAPT_SEGMENT = 50
-# A story learns the person's turns (charterm.learning) faster: a story is short and has names of
+# A story learns the person's turns (charterm.story.learning) faster: a story is short and has names of
 # its own. benchmarks/adapt_story.py: on a simulated story of the book's text, which the model
 # knows, 1e-3 still gains (+0.007 nats/char; 5e-4: +0.014, 2e-3: -0.037), and a renamed character
 # is learned twice as fast as with 5e-4 (0.20 against 0.44 nats/char on the rest of the name).

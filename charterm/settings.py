@@ -127,7 +127,7 @@ class Settings:
     chars: int = 300
     stop_at: str = "none"
     seed: int | None = None  # fixed seed: the same story gets the same text
-    adapt: bool = True  # the model learns the person's turns (charterm.learning)
+    adapt: bool = True  # the model learns the person's turns (charterm.story.learning)
 
     def __post_init__(self) -> None:
         for f in fields(self):

@@ -8,13 +8,13 @@ from pathlib import Path
 
 from textual.widgets import Input, Static
 
-from charterm import protocol as p
 from charterm.app import app as app_module
 from charterm.app.app import CharTermApp
 from charterm.app.story_view import StoryView
 from charterm.app.widgets import ModelCard, SettingsPanel
-from charterm.store import Store
-from charterm.worker_client import OPEN_ID
+from charterm.story.store import Store
+from charterm.worker import protocol as p
+from charterm.worker.client import OPEN_ID
 
 FAKE_TRAINER = Path(__file__).with_name("fake_trainer.py")
 
@@ -95,16 +95,16 @@ def wait_gone(pid: int, timeout: float = 5.0) -> None:
 
 def gate_the_model_load(monkeypatch) -> threading.Event:
     """Hold the worker's model load until the returned event is set (the worker runs in this process)."""
-    import charterm.checkpoint
+    import charterm.engine.checkpoint
 
     gate = threading.Event()
-    real_load = charterm.checkpoint.load_model
+    real_load = charterm.engine.checkpoint.load_model
 
     def slow_load(*args, **kw):
         assert gate.wait(20), "the test never let the model load"
         return real_load(*args, **kw)
 
-    monkeypatch.setattr(charterm.checkpoint, "load_model", slow_load)
+    monkeypatch.setattr(charterm.engine.checkpoint, "load_model", slow_load)
     return gate
 
 

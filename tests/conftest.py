@@ -82,7 +82,7 @@ TINY = dict(hidden=48, layers=2, batch_size=8, seq_length=32, epochs=2, lr=0.01,
 def tiny_model(corpus, tmp_path_factory) -> Path:
     """A small LSTM trained for a few seconds on the small corpus."""
     from charterm.config import TrainConfig
-    from charterm.training import run_training
+    from charterm.engine.training import run_training
 
     out = tmp_path_factory.mktemp("model") / "tiny.safetensors"
     run_training(TrainConfig(data=str(corpus), out=str(out), **TINY), command="pytest tiny_model")

@@ -7,8 +7,8 @@ import pytest
 import torch
 from conftest import run_cli
 
-from charterm.checkpoint import load_model
-from charterm.evaluate import evaluate_adapting
+from charterm.engine.checkpoint import load_model
+from charterm.engine.evaluate import evaluate_adapting
 
 STORY = "velmorth sat by the kandish stove and velmorth said to kandish, the stove is cold. " * 30
 

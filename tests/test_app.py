@@ -42,8 +42,8 @@ from charterm.app.screens import HelpScreen
 from charterm.app.story_view import MODEL, PERSON
 from charterm.app.training_pane import TrainingPane
 from charterm.app.widgets import PromptInput
-from charterm.store import Store
-from charterm.worker_client import OPEN_ID
+from charterm.story.store import Store
+from charterm.worker.client import OPEN_ID
 
 DEFAULT_PANEL = {"top_k": "5", "temperature": "1.0", "chars": "300", "stop_at": "none"}
 
@@ -51,7 +51,7 @@ DEFAULT_PANEL = {"top_k": "5", "temperature": "1.0", "chars": "300", "stop_at": 
 def whole_word_turn(text: str, chars: int) -> bool:
     """The app's turns run past `chars` to the end of a word: up to the first whitespace at or
     after the limit (included), or WORD_SLACK chars past it."""
-    from charterm.session import WORD_SLACK
+    from charterm.story.session import WORD_SLACK
 
     n = len(text)
     if n == chars + WORD_SLACK:
@@ -236,7 +236,7 @@ def test_stop_command_without_an_argument_stops_the_model(home, tiny_model):
 
 
 def test_a_turn_written_elsewhere_shows_up_in_an_idle_window(home, tiny_model):
-    from charterm.store import Turn
+    from charterm.story.store import Turn
 
     async def test(app, pilot):
         await wait_ready(pilot)
@@ -405,7 +405,7 @@ def test_export_writes_text_and_markdown(home, tiny_model, tmp_path):
         await wait_idle(pilot)
         story = stored_story()
         assert txt.read_text(encoding="utf-8") == story.text == view(app).text
-        from charterm.store import render
+        from charterm.story.store import render
 
         assert md.read_text(encoding="utf-8") == render("untitled", story.turns, "md")
         assert md.read_text(encoding="utf-8").startswith("# untitled\n\n<strong>Anna \\*said\\*</strong>")
@@ -544,9 +544,9 @@ def test_a_bad_value_in_the_side_pane_is_reported_once(home, tiny_model):
 @pytest.fixture
 def fake_training(monkeypatch):
     """Make the app's /train start tests/fake_trainer.py instead of `charterm train`."""
-    import charterm.jobs
+    import charterm.worker.jobs
 
-    real = charterm.jobs.TrainingJob
+    real = charterm.worker.jobs.TrainingJob
     started = []
 
     def fake(args, on_event, **kw):
@@ -554,7 +554,7 @@ def fake_training(monkeypatch):
         started.append(job)
         return job
 
-    monkeypatch.setattr(charterm.jobs, "TrainingJob", fake)
+    monkeypatch.setattr(charterm.worker.jobs, "TrainingJob", fake)
     return started
 
 
@@ -642,7 +642,7 @@ def test_follow_switches_to_each_checkpoint(home, tiny_model, tmp_path, fake_tra
 
 
 def test_training_without_training_text_is_an_error_not_a_crash(home, tiny_model, tmp_path, fake_training):
-    from charterm.checkpoint import load_model, save_model
+    from charterm.engine.checkpoint import load_model, save_model
 
     loaded = load_model(tiny_model)
     info = {k: v for k, v in loaded.info.items() if k not in ("train_config", "fingerprint")}

@@ -14,7 +14,7 @@ from textual.app import App, ComposeResult
 
 from charterm.app.story_view import MODEL, PERSON, SHADES, StoryView, levels_of
 from charterm.app.widgets import CandidateList, PromptInput
-from charterm.store import Store, Turn
+from charterm.story.store import Store, Turn
 
 ANNA = ROOT / "models" / "anna.safetensors"
 OPENING = '"What are you doing?" said'
@@ -33,7 +33,7 @@ def home(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def loaded():
-    from charterm.checkpoint import load_model
+    from charterm.engine.checkpoint import load_model
 
     return load_model(ANNA)
 
@@ -42,7 +42,7 @@ def loaded():
 def expected(loaded):
     """The words a Session on the story as stored offers (what the list must show): with the weights the model
     learned of the person's turns, as the worker's."""
-    from charterm.session import Session
+    from charterm.story.session import Session
 
     def words(n: int = 5) -> list[str]:
         store = Store()
@@ -151,7 +151,7 @@ def stepped_probs(loaded, turns: list[str], written: str) -> list[float]:
     the int8 Stepper the worker writes with."""
     import torch
 
-    from charterm.session import Session
+    from charterm.story.session import Session
 
     s = Session(loaded)
     for text in turns:
@@ -165,7 +165,7 @@ def stepped_probs(loaded, turns: list[str], written: str) -> list[float]:
 
 
 def test_shade_marks_the_chars_the_model_was_unsure_of_and_survives_a_reflow(home, loaded):
-    store = Store()  # the base weights write (charterm.learning has its own tests)
+    store = Store()  # the base weights write (charterm.story.learning has its own tests)
     store.set_settings(store.load("untitled").id, {"adapt": False})
     store.close()
 

@@ -28,7 +28,7 @@ from charterm.app.commands import COMMANDS
 from charterm.app.story_view import MODEL, PERSON
 from charterm.app.widgets import PromptInput
 from charterm.paths import history_path, preferences_path
-from charterm.store import Store, Turn
+from charterm.story.store import Store, Turn
 
 BOOK = "It was a bright\ncold day in April.\n\nAnd the clocks\nwere striking thirteen."
 

@@ -26,7 +26,7 @@ from textual.widgets import OptionList
 from charterm.app.screens import ForkScreen
 from charterm.app.story_view import MODEL, PERSON
 from charterm.app.widgets import PromptInput, shown_word
-from charterm.store import Store
+from charterm.story.store import Store
 
 
 @pytest.fixture
@@ -283,8 +283,8 @@ def test_edit_n_puts_the_turn_in_the_prompt_and_enter_saves_a_new_version(home, 
 
 
 def test_a_branch_made_in_one_window_reaches_the_other_and_nothing_is_lost(home, tiny_model):
-    from charterm.checkpoint import load_model
-    from charterm.session import Session
+    from charterm.engine.checkpoint import load_model
+    from charterm.story.session import Session
 
     async def test(app, pilot):
         await begin(pilot, chars=20)

@@ -1,4 +1,4 @@
-"""What the model would write next (charterm/candidates.py), on the shipped model: whole words with
+"""What the model would write next (charterm/engine/candidates.py), on the shipped model: whole words with
 the probability the model gives them, through the Session, `charterm next`, and for written chars."""
 
 import json
@@ -8,11 +8,11 @@ import pytest
 import torch
 from conftest import ROOT, cli_in_process
 
-from charterm.candidates import ENDS, MAX_LEAD, char_probs, next_words
-from charterm.checkpoint import load_model
-from charterm.sampling import Stepper
-from charterm.session import Session
-from charterm.store import MODEL, PERSON, Store, Turn
+from charterm.engine.candidates import ENDS, MAX_LEAD, char_probs, next_words
+from charterm.engine.checkpoint import load_model
+from charterm.engine.sampling import Stepper
+from charterm.story.session import Session
+from charterm.story.store import MODEL, PERSON, Store, Turn
 
 ANNA = ROOT / "models" / "anna.safetensors"
 PRIMES = ['"What are you doing?" said', "Anna went to the", "He looked at her, and", "Levin"]

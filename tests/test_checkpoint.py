@@ -16,12 +16,12 @@ import pytest
 import torch
 from conftest import cli_in_process, run_cli
 
-from charterm import checkpoint
-from charterm.checkpoint import FORMAT, load_model, read_header, save_model
 from charterm.config import ModelConfig
+from charterm.engine import checkpoint
+from charterm.engine.checkpoint import FORMAT, load_model, read_header, save_model
+from charterm.engine.model import CharModel
+from charterm.engine.text import Vocabulary
 from charterm.errors import CharTermError
-from charterm.model import CharModel
-from charterm.text import Vocabulary
 
 # Unsorted on purpose (order must survive), with chars JSON and shells treat specially.
 CHARS = ["z", "\n", '"', "é", "a", " ", "\\", "\u2014", "\U0001f600", "\t"]

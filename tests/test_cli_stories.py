@@ -89,7 +89,7 @@ def test_story_lifecycle_generate_list_show_export_rm(tiny_model, tmp_path):
 
 def test_export_md_bolds_a_turn_that_starts_with_a_space():
     # '** Levin**' would not be bold in CommonMark: the spaces go outside the markers
-    from charterm.store import MODEL, PERSON, Turn, render
+    from charterm.story.store import MODEL, PERSON, Turn, render
 
     md = render("s", [Turn(PERSON, "Anna"), Turn(MODEL, " said"), Turn(PERSON, " Levin "), Turn(MODEL, "smiled")], "md")
     assert "<strong>Anna</strong> said <strong>Levin</strong> smiled" in md

@@ -7,13 +7,13 @@ import pytest
 import torch
 from conftest import TINY, run_cli
 
-from charterm import corpus as corpus_mod
-from charterm.checkpoint import load_model
 from charterm.config import TrainConfig
-from charterm.corpus import open_corpus, text_files
+from charterm.engine import corpus as corpus_mod
+from charterm.engine.checkpoint import load_model
+from charterm.engine.corpus import open_corpus, text_files
+from charterm.engine.text import UNKNOWN, Vocabulary, read_text
+from charterm.engine.training import run_training
 from charterm.errors import CharTermError, UsageError
-from charterm.text import UNKNOWN, Vocabulary, read_text
-from charterm.training import run_training
 
 
 def make_folder(root, texts: dict[str, str]):
@@ -172,9 +172,9 @@ def test_init_from_fine_tunes_a_model_on_another_text(tmp_path, corpus, tiny_mod
 def test_the_unknown_token_is_saved_with_the_model_and_checked_on_load(tmp_path):
     import struct
 
-    from charterm.checkpoint import save_model
     from charterm.config import ModelConfig
-    from charterm.model import CharModel
+    from charterm.engine.checkpoint import save_model
+    from charterm.engine.model import CharModel
 
     vocab = Vocabulary(["a", "b", UNKNOWN], unknown=UNKNOWN)
     path = tmp_path / "m.safetensors"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import ANNA, ANNA_SHA256, needs_anna, run_cli
 
-from charterm.data import DATASETS, fetch
+from charterm.engine.data import DATASETS, fetch
 from charterm.errors import CharTermError
 
 # Keep any proxy settings of the machine away from requests to 127.0.0.1.

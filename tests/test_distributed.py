@@ -9,10 +9,11 @@ import pytest
 import torch
 from conftest import run_cli
 
-from charterm.checkpoint import load_model
 from charterm.config import TrainConfig
-from charterm.text import windows_in
-from charterm.training import ResumeState, run_training
+from charterm.engine.checkpoint import load_model
+from charterm.engine.resume import ResumeState
+from charterm.engine.text import windows_in
+from charterm.engine.training import run_training
 
 pytestmark = pytest.mark.slow
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from conftest import run_cli, stored_turns
 
-from charterm.session import WORD_SLACK
+from charterm.story.session import WORD_SLACK
 
 CHARTERM = Path(sys.executable).parent / "charterm"
 pytestmark = [

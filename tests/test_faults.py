@@ -20,9 +20,10 @@ import pytest
 import torch
 from conftest import run_cli
 
-from charterm.checkpoint import load_model
 from charterm.config import TrainConfig
-from charterm.training import ResumeState, resume_path_for, run_training
+from charterm.engine.checkpoint import load_model
+from charterm.engine.resume import ResumeState, resume_path_for
+from charterm.engine.training import run_training
 
 CHILD_ENV = {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 SMALL = ["--hidden", "32", "--batch-size", "8", "--seq-length", "32", "--epochs", "50", "--device", "cpu"]
@@ -54,7 +55,7 @@ def _forkserver():
     cycle then costs a second, not the ~5-8 s of starting python and torch on a busy machine."""
     if not _SERVER:
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["torch", "charterm.cli", "charterm.training", "charterm.checkpoint"])
+        ctx.set_forkserver_preload(["torch", "charterm.cli", "charterm.engine.training", "charterm.engine.checkpoint"])
         _SERVER.append(ctx)
     return _SERVER[0]
 

@@ -31,10 +31,10 @@ def model(tmp_path_factory):
     """An untrained small model over the test corpus's chars (weights do not matter for these tests)."""
     import torch
 
-    from charterm.checkpoint import save_model
     from charterm.config import ModelConfig
-    from charterm.model import CharModel
-    from charterm.text import Vocabulary
+    from charterm.engine.checkpoint import save_model
+    from charterm.engine.model import CharModel
+    from charterm.engine.text import Vocabulary
 
     vocab = Vocabulary.from_text(small_text())
     torch.manual_seed(0)
@@ -92,7 +92,7 @@ def test_train_with_nul_bytes_treats_nul_as_a_char(tmp_path):
     r = cli("train", "--data", p, "--out", out, *TINY_TRAIN, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "Traceback" not in r.stderr and out.exists()
-    from charterm.checkpoint import load_model
+    from charterm.engine.checkpoint import load_model
 
     loaded = load_model(out)  # in this process: the CLI's loader and generation are covered above
     assert "\x00" in loaded.vocab and len(loaded.vocab) == len(set(text))

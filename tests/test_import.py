@@ -19,10 +19,10 @@ import torch.nn.functional as F
 from conftest import cli_in_process, run_cli, small_text
 from torch import nn
 
-from charterm.checkpoint import load_model
-from charterm.notebook import DEFAULT_DROPOUT, FORMAT_NOTE, import_notebook
-from charterm.session import Session, Settings
-from charterm.store import Store
+from charterm.engine.checkpoint import load_model
+from charterm.engine.notebook import DEFAULT_DROPOUT, FORMAT_NOTE, import_notebook
+from charterm.story.session import Session, Settings
+from charterm.story.store import Store
 
 HIDDEN, LAYERS = 32, 2
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # for the real commands: small models, a busy 2-core machine

@@ -11,7 +11,7 @@ from conftest import ROOT
 
 from charterm import train_events as te
 from charterm.errors import UsageError
-from charterm.jobs import TrainingJob, parse_train_args
+from charterm.worker.jobs import TrainingJob, parse_train_args
 
 FAKE = [sys.executable, str(Path(__file__).with_name("fake_trainer.py"))]
 

@@ -1,4 +1,4 @@
-"""A story's model learns the person's turns (charterm.learning): exactly undoable, kept across
+"""A story's model learns the person's turns (charterm.story.learning): exactly undoable, kept across
 reopening, re-learned bit for bit when the kept weights are gone, the model's own turns never
 learned, and /adapt off|on|reset."""
 
@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from charterm import learning
-from charterm.checkpoint import load_model
+from charterm.engine.checkpoint import load_model
 from charterm.paths import default_model_path
-from charterm.session import Session
-from charterm.store import Store
+from charterm.story import learning
+from charterm.story.session import Session
+from charterm.story.store import Store
 
 FIXTURES = Path(__file__).parent / "fixtures"  # stories_v1.db: made by charterm at commit 735a349 (schema 1)
 NAMED = "velmorth sat by the kandish stove and velmorth said to kandish, the stove is cold. "
@@ -169,7 +169,7 @@ def test_a_story_met_by_another_model_learns_only_its_last_chars(store, loaded, 
 
 
 def test_relearn_since_counts_back_the_person_s_chars_only():
-    from charterm.store import MODEL, PERSON, Turn
+    from charterm.story.store import MODEL, PERSON, Turn
 
     turns = [Turn(a, t, id=i + 1) for i, (a, t) in enumerate([(PERSON, "x" * 6), (MODEL, "y" * 50), (PERSON, "z" * 5)])]
     assert learning.relearn_since(turns, 10) == 1  # the first turn's 6 chars would make 11

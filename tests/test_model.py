@@ -2,8 +2,8 @@ import torch
 from torch import nn
 
 from charterm.config import ModelConfig
-from charterm.model import CharModel, cheap_dropout
-from charterm.sampling import CharSampler, Generation, Stepper, run_ids
+from charterm.engine.model import CharModel, cheap_dropout
+from charterm.engine.sampling import CharSampler, Generation, Stepper, run_ids
 
 
 def make(cell="lstm", hidden=32, layers=2, vocab=11, seed=0):
@@ -184,11 +184,11 @@ def test_loading_and_sampling_do_not_import_torch_dynamo(tmp_path):
 
     code = (
         "import sys, torch\n"
-        "from charterm.checkpoint import load_model, save_model\n"
+        "from charterm.engine.checkpoint import load_model, save_model\n"
         "from charterm.config import ModelConfig\n"
-        "from charterm.model import CharModel\n"
-        "from charterm.text import Vocabulary\n"
-        "from charterm.sampling import CharSampler, Generation, Stepper, run_ids\n"
+        "from charterm.engine.model import CharModel\n"
+        "from charterm.engine.text import Vocabulary\n"
+        "from charterm.engine.sampling import CharSampler, Generation, Stepper, run_ids\n"
         f"p = {str(tmp_path / 'm.safetensors')!r}\n"
         "save_model(p, CharModel(ModelConfig(vocab_size=3, hidden=8)), Vocabulary('ab '), {})\n"
         "m = load_model(p)\n"

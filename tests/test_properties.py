@@ -8,9 +8,9 @@ import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
+from charterm.engine.text import Vocabulary, check_sizes, make_rows, split_train_val, windows_in
 from charterm.errors import UsageError
-from charterm.store import MODEL, PERSON, Turn, check_name, render, slug
-from charterm.text import Vocabulary, check_sizes, make_rows, split_train_val, windows_in
+from charterm.story.store import MODEL, PERSON, Turn, check_name, render, slug
 
 SETTINGS = settings(max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -189,7 +189,7 @@ def test_check_name_raises_only_usage_errors_and_accepted_names_round_trip(name)
 @settings(max_examples=25, deadline=None, database=None)
 @given(names=st.lists(st.text(any_char, min_size=1, max_size=30), min_size=1, max_size=4, unique=True))
 def test_accepted_names_round_trip_through_the_store(names, tmp_path_factory):
-    from charterm.store import Store
+    from charterm.story.store import Store
 
     accepted = []
     for name in names:

@@ -14,16 +14,16 @@ import pytest
 import torch
 from conftest import run_cli
 
-import charterm.session as session_mod
-import charterm.store as store_mod
-from charterm import learning
-from charterm.checkpoint import load_model, save_model
+import charterm.story.session as session_mod
+import charterm.story.store as store_mod
 from charterm.config import ModelConfig
+from charterm.engine.checkpoint import load_model, pack_state, save_model, unpack_state
+from charterm.engine.model import CharModel
+from charterm.engine.sampling import run_ids
 from charterm.errors import UsageError
-from charterm.model import CharModel
-from charterm.sampling import run_ids
-from charterm.session import Session, Settings, pack_state, unpack_state
-from charterm.store import MODEL, PERSON, Store
+from charterm.story import learning
+from charterm.story.session import Session, Settings
+from charterm.story.store import MODEL, PERSON, Store
 
 IN_VOCAB = "every family is happy in its own way. "  # chars any tiny model's vocabulary has
 

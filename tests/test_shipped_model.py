@@ -6,7 +6,7 @@ import re
 import pytest
 from conftest import ANNA, ANNA_SHA256, ROOT, needs_anna, run_cli
 
-from charterm.checkpoint import load_model
+from charterm.engine.checkpoint import load_model
 from charterm.paths import default_model_path
 
 SHIPPED = ROOT / "models" / "anna.safetensors"
@@ -63,7 +63,7 @@ def test_it_writes_words_from_the_book_from_the_first_char():
     short prime from the zero state with noise fails this."""
     import torch
 
-    from charterm.sampling import CharSampler, Generation, Stepper, run_ids
+    from charterm.engine.sampling import CharSampler, Generation, Stepper, run_ids
 
     book = set(re.findall(r"[a-z]+", open(ANNA, encoding="utf-8").read().lower()))
     loaded = load_model(SHIPPED)

@@ -16,7 +16,7 @@ from textual.widgets import ProgressBar
 
 from charterm import train_events as te
 from charterm.app.training_pane import TrainingPane
-from charterm.store import MODEL, PERSON, Store, Turn
+from charterm.story.store import MODEL, PERSON, Store, Turn
 
 SIZE = (80, 24)
 STORY = [
@@ -31,10 +31,10 @@ def write_model(path) -> None:
     """A small untrained LSTM over a fixed alphabet: nothing on screen depends on the training text or on luck."""
     import torch
 
-    from charterm.checkpoint import save_model
     from charterm.config import ModelConfig
-    from charterm.model import CharModel
-    from charterm.text import Vocabulary
+    from charterm.engine.checkpoint import save_model
+    from charterm.engine.model import CharModel
+    from charterm.engine.text import Vocabulary
 
     vocab = Vocabulary(sorted(set("\n !'(),-.:;?" + string.ascii_letters + string.digits)))
     torch.manual_seed(0)
@@ -228,9 +228,9 @@ SURE += [0.99, 0.7, 0.18, 0.99, 0.01, 0.95]
 
 async def show_next_words(pilot) -> None:
     """The list as the worker's answer to a `next` fills it (the words are given: nothing depends on luck)."""
-    from charterm import protocol as p
     from charterm.app.app import WorkerEvent
     from charterm.app.widgets import CandidateList
+    from charterm.worker import protocol as p
 
     await settle(pilot)
     app = pilot.app
@@ -242,9 +242,9 @@ async def show_next_words(pilot) -> None:
 
 async def show_shading(pilot) -> None:
     """/shade on, then model text as the worker sends it, with how sure the model was of each char."""
-    from charterm import protocol as p
     from charterm.app.app import WorkerEvent
     from charterm.app.widgets import PromptInput
+    from charterm.worker import protocol as p
 
     await settle(pilot)
     app = pilot.app

@@ -11,7 +11,7 @@ import pytest
 from conftest import run_cli
 
 from charterm.errors import CharTermError, UsageError
-from charterm.store import (
+from charterm.story.store import (
     MODEL,
     PERSON,
     SCHEMA_VERSION,

@@ -2,8 +2,17 @@ import numpy as np
 import pytest
 from conftest import ANNA, needs_anna
 
+from charterm.engine.text import (
+    UNKNOWN,
+    Vocabulary,
+    check_sizes,
+    make_rows,
+    read_text,
+    row_starts,
+    split_train_val,
+    window,
+)
 from charterm.errors import CharTermError, UsageError
-from charterm.text import UNKNOWN, Vocabulary, check_sizes, make_rows, read_text, row_starts, split_train_val, window
 
 
 @needs_anna

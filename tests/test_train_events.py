@@ -39,5 +39,5 @@ def test_the_app_never_needs_torch_to_read_them():
     import subprocess
     import sys
 
-    code = "import sys, charterm.train_events, charterm.jobs; print('torch' in sys.modules)"
+    code = "import sys, charterm.train_events, charterm.worker.jobs; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"

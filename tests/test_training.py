@@ -13,10 +13,11 @@ import torch
 from conftest import TINY, run_cli
 
 from charterm import train_events as te
-from charterm.checkpoint import load_model
 from charterm.config import TrainConfig
+from charterm.engine.checkpoint import load_model
+from charterm.engine.resume import ResumeState, StopFlag, resume_path_for
+from charterm.engine.training import kept_rows, lr_at, run_training
 from charterm.errors import CharTermError, UsageError
-from charterm.training import ResumeState, StopFlag, kept_rows, lr_at, resume_path_for, run_training
 
 
 def cfg_for(corpus, out, **kw):
@@ -58,9 +59,9 @@ def test_events_are_json_lines(corpus, tmp_path):
 
 def test_the_baseline_is_scored_on_the_runs_validation_text(corpus, tmp_path, tiny_model):
     """`--baseline`: the model in use scored as the run scores itself, in the start and every checkpoint."""
-    from charterm.evaluate import evaluate
-    from charterm.text import Vocabulary, read_text, split_train_val
-    from charterm.training import BASELINE_CHARS
+    from charterm.engine.evaluate import evaluate
+    from charterm.engine.text import Vocabulary, read_text, split_train_val
+    from charterm.engine.training import BASELINE_CHARS
 
     events = []
     cfg = cfg_for(corpus, tmp_path / "m.safetensors", max_steps=20, eval_every=10)
@@ -238,7 +239,7 @@ def test_state_resets_are_random_rows_fixed_by_seed_and_step():
 
 
 def test_state_resets_zero_the_rows_the_mask_picks(corpus, tmp_path, monkeypatch):
-    from charterm.model import CharModel
+    from charterm.engine.model import CharModel
 
     seen = []
     forward = CharModel.forward

@@ -10,7 +10,7 @@ from textual_plotext import PlotextPlot
 
 from charterm import train_events as te
 from charterm.app.training_pane import MAX_POINTS, TrainingPane
-from charterm.jobs import TrainingJob
+from charterm.worker.jobs import TrainingJob
 
 FAKE = [sys.executable, str(Path(__file__).with_name("fake_trainer.py"))]
 START = json.loads(

@@ -16,9 +16,9 @@ import time
 
 import pytest
 
-from charterm import protocol as p
-from charterm.store import Store
-from charterm.worker_client import WorkerClient
+from charterm.story.store import Store
+from charterm.worker import protocol as p
+from charterm.worker.client import WorkerClient
 
 
 @pytest.fixture
@@ -142,8 +142,8 @@ def test_a_worker_of_another_protocol_version_is_refused(home):
 APP = textwrap.dedent(
     """
     import sys, time
-    from charterm import protocol as p
-    from charterm.worker_client import WorkerClient
+    from charterm.worker import protocol as p
+    from charterm.worker.client import WorkerClient
 
     shown = open(sys.argv[2], "w")
     def on_event(ev):

@@ -1,7 +1,7 @@
 """The full-screen app: a story you write with the model, training in a side pane.
 
 The app only draws. The model, the story session and the store live in a worker process
-(`charterm.worker`, spoken to through `charterm.protocol`); this process never imports torch,
+(`charterm.worker`, spoken to through `charterm.worker.protocol`); this process never imports torch,
 so a busy UI cannot slow the model down, nor the model the UI. The view is built from the
 worker's events alone. If the worker dies, the app says so, starts a new one and reopens the
 story (every turn is committed as it ends, and a turn being written is saved as a draft).
@@ -10,11 +10,7 @@ story (every turn is committed as it ends, and a turn being written is saved as 
 import contextlib
 import os
 import signal
-import threading
 import time
-from dataclasses import dataclass
-from datetime import datetime
-from pathlib import Path
 
 from textual import on
 from textual.actions import SkipAction
@@ -25,24 +21,25 @@ from textual.message import Message
 from textual.screen import ModalScreen
 from textual.widgets import Footer, Static
 
-from charterm import protocol as p
-from charterm import train_events as te
 from charterm.app import commands
 from charterm.app.palette import CharTermCommands
-from charterm.app.preferences import InputHistory, load_preferences, save_preference
+from charterm.app.preferences import InputHistory, load_preferences
 from charterm.app.screens import ForkScreen, HelpScreen, welcome_text
+from charterm.app.slash_commands import EDITING, ShownTurn, SlashCommands
 from charterm.app.story_view import WRAPS, StoryView
+from charterm.app.training_control import TrainingControl, TrainingUpdate
 from charterm.app.training_pane import TrainingPane
 from charterm.app.widgets import CandidateList, ModelCard, PromptInput, SettingsPanel
-from charterm.errors import CharTermError, UsageError
+from charterm.errors import CharTermError
 from charterm.paths import history_path, home
-from charterm.worker_client import OPEN_ID, WorkerClient, start_worker
+from charterm.worker import protocol as p
+from charterm.worker.client import OPEN_ID, WorkerClient, start_worker
 
 STATUS_HZ = 10  # the "writing..." line is redrawn this often
 NARROW = 70  # below this width the side pane starts hidden
 RESTARTS = 3  # worker restarts allowed within RESTART_WINDOW seconds
 RESTART_WINDOW = 60.0
-EDITING = "editing turn {}: Enter saves it as a new version, Esc cancels"
+
 
 
 class WorkerEvent(Message):
@@ -62,22 +59,7 @@ class WorkerExited(Message):
         self.why = why
 
 
-@dataclass
-class ShownTurn:
-    """A turn of the story as shown: its id (0 until it is committed), who wrote it, and its text."""
-
-    id: int
-    author: str
-    text: str
-
-
-class TrainingUpdate(Message):
-    def __init__(self, event: te.Event) -> None:
-        super().__init__()
-        self.event = event
-
-
-class CharTermApp(App):
+class CharTermApp(SlashCommands, TrainingControl, App):
     CSS_PATH = "charterm.tcss"
     TITLE = "charterm"
     COMMANDS = App.COMMANDS | {CharTermCommands}  # Ctrl+P: Textual's own (the theme, quit, keys) and every /command
@@ -338,256 +320,14 @@ class CharTermApp(App):
             self.notify(str(e), severity="error", markup=False)
             self._show_settings()
 
-    def _command(self, name: str, arg: str) -> None:
-        simple = {
-            "help": self.action_help,
-            "undo": self.action_undo,
-            "redo": self.action_redo,
-            "retry": self.action_retry,
-            "load": self.action_load_trained,
-            "cancel": self.action_cancel_training,
-        }
-        if name in simple:
-            simple[name]()
-        elif name == "quit":
-            self.call_later(self.action_quit)
-        elif name == "stop" and not arg:
-            self.action_stop()
-        elif name == "adapt" and arg.strip().lower() == "reset":
-            self._send(p.ResetAdaptation)
-        elif name in commands.SETTING_COMMANDS:
-            self._set_setting(name, arg)
-        elif name == "model":
-            self._switch_model(arg)
-        elif name == "follow":
-            self._set_follow(arg)
-        elif name == "version":
-            self.action_version(commands.parse_version(arg))
-        elif name == "fork":
-            self._fork(arg)
-        elif name == "edit":
-            self._start_edit(arg)
-        elif name == "next":
-            self.next_count = commands.parse_words(arg, self.next_count)
-            self.action_next_words()
-        elif name == "shade":
-            self._set_shade(arg)
-        elif name == "story":
-            self._open_story(arg)
-        elif name == "export":
-            path, fmt = commands.parse_export(arg)
-            self._send(p.Export, path=path, format=fmt)
-        elif name == "train":
-            self._start_training(arg)
-        elif name == "wrap":
-            self._set_wrap(arg)
-        elif name == "copy":
-            self._copy(arg)
-
-    def _set_setting(self, key: str, raw: str) -> None:
-        from charterm.settings import parse_setting
-
-        field, value = parse_setting(key, raw)  # checked here for a quick answer, and again by the worker
-        self._unconfirmed[self._send(p.SetSetting, field=field, value=raw)] = (field, value)
-        self._show_settings()
-        self._set_status(f"{key} = {raw.strip()}")
-
-    def _show_settings(self) -> None:
-        """The worker's settings, with the ones sent and not yet applied (it applies them in turn)."""
-        if self.snapshot is not None:
-            self.query_one(SettingsPanel).show({**self.snapshot.settings, **dict(self._unconfirmed.values())})
-
-    def _switch_model(self, path: str) -> None:
-        if not path:
-            raise UsageError("/model needs a path: /model models/other.safetensors")
-        if path != self.trained_path:
-            self.in_use_score = None  # not scored on the training run's text
-        self._send(p.SwitchModel, path=path)
-
-    def _set_follow(self, arg: str) -> None:
-        if arg not in ("on", "off"):
-            raise UsageError("/follow on or /follow off")
-        self.follow = arg == "on"
-        self.notify(f"follow training: {arg}")
-        if self.follow and self.trained_path:
-            self.action_load_trained()
-
-    def _set_wrap(self, arg: str) -> None:
-        if arg not in WRAPS:
-            raise UsageError("/wrap soft (paragraphs fill the pane) or /wrap hard (the text's own line breaks)")
-        self.query_one(StoryView).set_wrap(arg)
-        self._remember("wrap", arg)
-        self.notify(f"wrap: {arg}")
-
-    def _copy(self, arg: str) -> None:
-        """The story's text (or its last turn's) to the clipboard, through the terminal (OSC 52)."""
-        if arg not in ("", "last"):
-            raise UsageError("/copy copies the story, /copy last its last turn")
-        text = self.query_one(StoryView).text
-        if arg == "last":
-            text = text[self._last_turn_start :]
-        if not text:
-            self.notify("nothing to copy yet")
-            return
-        self.copy_to_clipboard(text)
-        what = "the last turn" if arg else "the story"
-        self.notify(f"copied {what} to the clipboard: {len(text):,} chars", markup=False)
-
-    def _remember(self, key: str, value: str) -> None:
-        """Keep a preference for the next runs (written only when it changes)."""
-        if self.preferences.get(key) != value:
-            self.preferences[key] = value
-            save_preference(key, value)
-
-    def _set_shade(self, arg: str) -> None:
-        if arg not in ("on", "off"):
-            raise UsageError("/shade on or /shade off")
-        self.query_one(StoryView).show_shade(arg == "on")
-        marks = "underlined: the model was under 20% sure of the char; reversed: under 5%"
-        self.notify(f"shade on ({marks})" if arg == "on" else "shade off")
-
-    def _fork(self, arg: str) -> None:
-        """/fork: the list of the story's turns; /fork N: go to turn N at once."""
-        if arg:
-            self._checkout(commands.parse_turn("fork", arg))
-        else:
-            self.action_fork()
-
-    def _checkout(self, turn_id: int | None) -> None:
-        """Make the path to the turn the story (0: before the first; None: the list was closed)."""
-        if turn_id is not None:
-            self._stop_model()
-            self._send(p.Checkout, turn=turn_id)
-
-    def _start_edit(self, arg: str) -> None:
-        """Put a turn's text in the prompt (`arg`: its id; none: the person's last turn) for Enter to save."""
-        turn = self._turn_to_edit(arg)
-        self._stop_model()
-        prompt = self.query_one(PromptInput)
-        self.editing, self._draft = turn.id, prompt.text
-        prompt.set_text(commands.escape(turn.text))
-        prompt.focus()
-        self._set_status(EDITING.format(turn.id))
-
-    def _turn_to_edit(self, arg: str) -> ShownTurn:
-        if not arg:
-            mine = [t for t in self.turns if t.author == "person" and t.id]
-            if not mine:
-                raise UsageError("no turn of yours to edit yet: /edit N edits turn N (/fork lists them)")
-            return mine[-1]
-        turn_id = commands.parse_turn("edit", arg)
-        turn = next((t for t in self.turns if t.id == turn_id and t.id), None)
-        if turn is None:
-            raise UsageError(f"turn {turn_id} is not in the story shown: /fork lists its turns")
-        return turn
-
-    def _save_edit(self, value: str) -> None:
-        text = commands.unescape(value)
-        if not text:
-            self.notify("an edited turn needs some text: type it, or Esc to cancel", severity="error")
-            return
-        self._send(p.Edit, turn=self.editing, text=text)
-        self._end_edit()
-
-    def _end_edit(self) -> None:
-        """Leave editing: the prompt holds what it held before."""
-        self.editing = None
-        self.query_one(PromptInput).set_text(self._draft)
-        self._draft = ""
-
     @on(CandidateList.Picked)
     def _word_picked(self, event: CandidateList.Picked) -> None:
         self._send(p.Pick, text=event.text)
         self.action_next_words()
 
-    def _open_story(self, name: str) -> None:
-        if not name:
-            self._send(p.ListStories)
-            return
-        from charterm.store import check_name
-
-        self._stop_model()
-        self._send(p.Open, story=check_name(name), model=None, precision=self.precision)
-
-    # --- training -----------------------------------------------------------------------------
-
-    def _start_training(self, arg: str) -> None:
-        from charterm.app.commands import option_value
-        from charterm.jobs import TrainingJob, parse_train_args
-        from charterm.paths import models_dir
-
-        if self.job is not None:
-            raise CharTermError("training is already running; /cancel stops it")
-        args = parse_train_args(arg)
-        data = option_value(args, "--data")
-        if data is None:
-            data = self._training_text()
-            args += ["--data", data]
-        if option_value(args, "--out") is None:
-            stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-            args += ["--out", str(models_dir() / f"{Path(data).stem or 'text'}-{stamp}.safetensors")]
-        if option_value(args, "--baseline") is None and self.card and self.card.get("path"):
-            args += ["--baseline", self.card["path"]]
-        self.trained_path = self.trained_score = self.in_use_score = None
-        self.query_one(TrainingPane).reset(starting=True)
-        # the model writes first: training gets the lowest priority and leaves one core to the worker and the UI
-        threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 2) - 1))
-        self.job = TrainingJob(
-            args, lambda ev: self.post_message(TrainingUpdate(ev)), nice=19, env={"OMP_NUM_THREADS": threads}
-        )
-        self.job.start()
-        self.notify("training started in the background (Ctrl+T or /cancel stops it)")
-
-    def _training_text(self) -> str:
-        data = (self.card or {}).get("train_text")
-        if data and Path(data).is_file():
-            return data
-        raise CharTermError(
-            f"no training text found{f' at {data}' if data else ''}: /train --data PATH "
-            "(or get the book with `charterm data fetch anna`)"
-        )
-
     @on(TrainingUpdate)
-    def _training_update(self, message: TrainingUpdate) -> None:
-        ev = message.event
-        self.query_one(TrainingPane).handle(ev)
-        if isinstance(ev, te.Start):
-            self.in_use_score = ev.baseline_val_loss
-        elif isinstance(ev, te.Checkpoint):
-            self._checkpoint(ev)
-        elif isinstance(ev, te.Exit):
-            self.job = None
-
-    def _checkpoint(self, ev: te.Checkpoint) -> None:
-        """A model training wrote: offered only if it beats the model in use on the same text."""
-        name = self.card["name"] if self.card else "the model in use"
-        mine = ev.compared_val_loss if ev.compared_val_loss is not None else ev.val_loss
-        if self.in_use_score is None:
-            self.notify(
-                f"training saved a model (val {ev.val_loss:.4f}); {name} was not scored on its text, "
-                f"so it is not offered: /model {ev.path} to try it",
-                timeout=8,
-                markup=False,
-            )
-            return
-        if not mine < self.in_use_score:
-            self.notify(
-                f"training saved a model with val {mine:.4f}, not better than {name} "
-                f"({self.in_use_score:.4f} on the same text); keeping {name}",
-                timeout=8,
-                markup=False,
-            )
-            return
-        self.trained_path, self.trained_score = ev.path, mine
-        if self.follow:
-            self.action_load_trained()
-        else:
-            self.notify(
-                f"training wrote a better model: val {mine:.4f} against {self.in_use_score:.4f} "
-                f"for {name} on the same text; Ctrl+L or /load to switch to it",
-                timeout=8,
-                markup=False,
-            )
+    def _training_event(self, message: TrainingUpdate) -> None:
+        self._training_update(message.event)
 
     # --- actions ------------------------------------------------------------------------------
 
@@ -634,30 +374,6 @@ class CharTermApp(App):
             return
         self._stop_model()
         self._tree_request = self._send(p.Tree)
-
-    def action_train(self) -> None:
-        if self.job is not None:
-            self.action_cancel_training()
-            return
-        try:
-            self._start_training("")
-        except CharTermError as e:
-            self.notify(str(e), severity="error", markup=False)
-            self.query_one(TrainingPane).handle(te.Error(message=str(e)))
-
-    def action_cancel_training(self) -> None:
-        if self.job is None:
-            self.notify("no training is running")
-            return
-        threading.Thread(target=self.job.cancel, daemon=True).start()
-        self.notify("stopping training; it saves a resume state")
-
-    def action_load_trained(self) -> None:
-        if not self.trained_path:
-            self.notify("training has not written a model better than the one in use yet")
-            return
-        self._switch_model(self.trained_path)
-        self.in_use_score = self.trained_score
 
     def action_toggle_side(self) -> None:
         side = self.query_one("#side")

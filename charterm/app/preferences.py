@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from charterm import paths
-from charterm.fsutil import atomic_write_bytes
+from charterm.files import atomic_write_bytes
 
 HISTORY_LIMIT = 500  # inputs kept, newest last
 

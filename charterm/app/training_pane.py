@@ -1,6 +1,6 @@
 """The app's training side pane: status line, progress bar, speed and losses, a live loss chart.
 
-It draws the `charterm.train_events` a `charterm.jobs.TrainingJob` delivers; call `handle` on the app's thread.
+It draws the `charterm.train_events` a `charterm.worker.jobs.TrainingJob` delivers; call `handle` on the app's thread.
 """
 
 import math

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 
 import torch
 
-from charterm.model import CharModel, State
-from charterm.sampling import Stepper
-from charterm.text import Vocabulary
+from charterm.engine.model import CharModel, State
+from charterm.engine.sampling import Stepper
+from charterm.engine.text import Vocabulary
 
 ENDS = ",.;:!?"  # punctuation that ends a word and is part of it
 MAX_LEAD = 2  # whitespace chars a word may start with

@@ -75,7 +75,7 @@ MIGRATIONS = {  # version: the statements that take a database from the version 
             base TEXT NOT NULL,  -- fingerprint of the model that adapted
             since INTEGER NOT NULL,  -- learning covers the person's turns after this turn id (0: all)
             after INTEGER NOT NULL,  -- the last turn id the weights have learned (0: none)
-            data BLOB NOT NULL  -- charterm.adapt snapshot: weights, moments, steps
+            data BLOB NOT NULL  -- charterm.engine.adapt snapshot: weights, moments, steps
         )"""
     ],
 }
@@ -136,7 +136,7 @@ def slug(name: str) -> str:
 class Turn:
     author: str
     text: str
-    state: bytes | None = None  # the LSTM state after this turn (see session.pack_state)
+    state: bytes | None = None  # the LSTM state after this turn (see checkpoint.pack_state)
     fingerprint: str | None = None  # the model the state belongs to
     id: int | None = None
     created: float = 0.0

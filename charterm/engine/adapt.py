@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from charterm.model import CharModel, State
+from charterm.engine.model import CharModel, State
 
 BETA2, EPS = 0.999, 1e-8
 PARTS = {

@@ -1,6 +1,6 @@
 """The model worker: the process that owns the model, the story session and the store.
 
-The app starts it (`python -m charterm.worker`) and speaks `charterm.protocol` with it over
+The app starts it (`python -m charterm.worker`) and speaks `charterm.worker.protocol` with it over
 stdin and stdout. Requests run one at a time on the main thread; a reader thread takes them
 off stdin, so a `Stop` reaches a running generation before its next char. When stdin closes
 (the app quit, was killed, or its SSH link dropped) or on SIGTERM/SIGHUP, the worker stops the
@@ -17,8 +17,8 @@ import traceback
 from pathlib import Path
 from typing import BinaryIO
 
-from charterm import protocol as p
 from charterm.errors import CharTermError, UsageError
+from charterm.worker import protocol as p
 
 SEND_EVERY = 1 / 30  # seconds: generated chars are sent in batches at most this often (a frame each)
 SYNC_EVERY = 2.0  # seconds idle between checks for a change made in another window
@@ -129,7 +129,7 @@ class Worker:
 
     def check_for_changes(self) -> None:
         """Another window (or `charterm generate --story`) may have written to the story."""
-        from charterm.store import StoryChanged
+        from charterm.story.store import StoryChanged
 
         if self.session is None:
             return
@@ -154,7 +154,7 @@ class Worker:
         self.send_snapshot(rid)
 
     def send_snapshot(self, rid: int) -> None:
-        from charterm.checkpoint import model_card
+        from charterm.engine.checkpoint import model_card
 
         s = self.session
         self.outbox.send(
@@ -189,9 +189,9 @@ class Worker:
     # --- requests ------------------------------------------------------------------------------------
 
     def open(self, msg: p.Open) -> None:
-        from charterm.checkpoint import load_model
-        from charterm.session import Session, model_path_for
-        from charterm.store import Store, check_name
+        from charterm.engine.checkpoint import load_model
+        from charterm.story.session import Session, model_path_for
+        from charterm.story.store import Store, check_name
 
         if self.store is None:
             self.store = Store()
@@ -311,7 +311,7 @@ class Worker:
         self.notice(msg.id, "forgot what the model learned of this story; it learns from here on")
 
     def switch_model(self, msg: p.SwitchModel) -> None:
-        from charterm.checkpoint import load_model
+        from charterm.engine.checkpoint import load_model
 
         if not msg.path:
             raise UsageError("/model needs a path: /model models/other.safetensors")
@@ -323,7 +323,7 @@ class Worker:
         self.notice(msg.id, f"now writing with {loaded.path.name}")
 
     def list_stories(self, msg: p.ListStories) -> None:
-        from charterm.store import Store
+        from charterm.story.store import Store
 
         if self.store is None:
             self.store = Store()
@@ -331,8 +331,8 @@ class Worker:
         self.outbox.send(p.Stories(id=msg.id, stories=rows))
 
     def export(self, msg: p.Export) -> None:
-        from charterm.fsutil import atomic_write_bytes
-        from charterm.store import render
+        from charterm.files import atomic_write_bytes
+        from charterm.story.store import render
 
         s = self.need_session()
         if msg.format not in ("txt", "md"):

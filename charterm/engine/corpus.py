@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
+from charterm.engine.text import FoldReport, Vocabulary
 from charterm.errors import CharTermError, UsageError
-from charterm.fsutil import atomic_path, atomic_write_bytes
+from charterm.files import atomic_path, atomic_write_bytes
 from charterm.paths import cache_dir
-from charterm.text import FoldReport, Vocabulary
 
 SEPARATOR = "\n\n"  # between the files of a folder
 CHUNK = 1 << 22  # bytes read at a time

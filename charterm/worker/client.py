@@ -16,7 +16,7 @@ import threading
 from collections import deque
 from collections.abc import Callable
 
-from charterm import protocol as p
+from charterm.worker import protocol as p
 
 STDERR_LINES = 20
 OPEN_ID = 1  # the id of the Open request `start_worker` sends first
@@ -71,7 +71,7 @@ class WorkerClient:
         threading.Thread(target=self._read_events, name="worker-events", daemon=True).start()
 
     def _start_thread(self) -> None:
-        from charterm.worker import Worker
+        from charterm.worker.server import Worker
 
         to_r, to_w = os.pipe()
         from_r, from_w = os.pipe()

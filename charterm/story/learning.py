@@ -2,7 +2,7 @@
 undoably.
 
 The rule: with adaptation on, the weights after a turn are the base model's after learning,
-in order, every turn of the person's after the story's `since` turn (`charterm.adapt`, all
+in order, every turn of the person's after the story's `since` turn (`charterm.engine.adapt`, all
 weights, STORY_ADAPT_LR, ADAPT_SEGMENT), each read from the base model's LSTM state before it.
 The story's states stay the base model's, so they are cached and rebuilt as before; only the
 weights carry what was learned, and they can always be re-learned, bit for bit, from the text.
@@ -18,12 +18,12 @@ from collections import OrderedDict
 
 import torch
 
-from charterm.adapt import Adapter, Snapshot, loss_sum
-from charterm.checkpoint import LoadedModel
 from charterm.config import ADAPT_SEGMENT, STORY_ADAPT_LR
-from charterm.model import State
-from charterm.sampling import Stepper
-from charterm.store import PERSON, Turn
+from charterm.engine.adapt import Adapter, Snapshot, loss_sum
+from charterm.engine.checkpoint import LoadedModel
+from charterm.engine.model import State
+from charterm.engine.sampling import Stepper
+from charterm.story.store import PERSON, Turn
 
 KEEP = 2  # snapshots in memory: 27 MB each for the shipped model
 READ_CHARS = 1_000  # the adapted weights write from the state they reach reading this much of the end

@@ -11,26 +11,21 @@ No UI code: the app and the CLI both drive this.
 import os
 import random
 import threading
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 
-from charterm import candidates, learning
-from charterm.checkpoint import LoadedModel
+from charterm.engine import candidates
+from charterm.engine.checkpoint import LoadedModel, pack_state, unpack_state
+from charterm.engine.model import State
+from charterm.engine.sampling import Stepper, run_ids
+from charterm.engine.text import FoldReport
 from charterm.errors import UsageError
-from charterm.learning import READ_CHARS, Learner, one_thread, relearn_since
-from charterm.model import State
-from charterm.sampling import CharSampler, Generation, Stepper, run_ids
 from charterm.settings import STOP_AT, Settings  # noqa: F401 (re-exported)
-from charterm.store import LIVE_WRITERS, MODEL, PERSON, Store, Story, StoryChanged, Turn, new_owner, owner_alive
-from charterm.text import FoldReport
-
-DRAFT_EVERY = 0.5  # seconds between saves of the text a running generation has shown
-WORD_SLACK = 30  # with whole_words, at most this many chars past the limit to finish a word
-SENTENCE_END = ".!?"
-CLOSERS = "\"')]"
+from charterm.story import learning
+from charterm.story.continuation import DRAFT_EVERY, WORD_SLACK, Continuation  # noqa: F401 (re-exported)
+from charterm.story.learning import READ_CHARS, Learner, one_thread, relearn_since
+from charterm.story.store import MODEL, PERSON, Store, Story, StoryChanged, Turn, owner_alive
 
 
 def model_path_for(story: Story | None, given=None, fallback=None) -> tuple[Path, str | None]:
@@ -47,30 +42,6 @@ def model_path_for(story: Story | None, given=None, fallback=None) -> tuple[Path
             return Path(story.model_path), None
         return Path(fallback), f"the story's model {story.model_path} is gone; using {Path(fallback).name}"
     return Path(fallback), None
-
-
-def pack_state(state: State) -> bytes:
-    from safetensors.torch import save
-
-    return save({f"s{i}": s.detach().float().cpu().contiguous() for i, s in enumerate(state)})
-
-
-def unpack_state(data: bytes | None, loaded: LoadedModel) -> State | None:
-    """The stored state if it fits this model's shapes, else None (then it is rebuilt)."""
-    if not data:
-        return None
-    from safetensors.torch import load
-
-    c = loaded.model.config
-    n = 2 if c.cell == "lstm" else 1
-    try:
-        d = load(data)
-        state = tuple(d[f"s{i}"] for i in range(n))
-    except Exception:  # a damaged cache is not an error: the text is the source of truth
-        return None
-    if len(d) != n or any(s.shape != (c.layers, 1, c.hidden) or s.dtype != torch.float32 for s in state):
-        return None
-    return state
 
 
 class Session:
@@ -93,7 +64,7 @@ class Session:
         self.settings = settings or Settings.from_dict(story.settings if story else {})
         self._rng = random.Random(self.settings.seed)
         self._lock = threading.RLock()
-        self.learner = None  # the story's adapted weights (charterm.learning), when adaptation is on
+        self.learner = None  # the story's adapted weights (charterm.story.learning), when adaptation is on
         self._set_model(loaded)
         if store and story and loaded.path and story.model_path != str(Path(loaded.path).resolve()):
             story.model_path = str(Path(loaded.path).resolve())  # the story reopens with the model last used
@@ -364,7 +335,7 @@ class Session:
         if self.learner is not None and not self.learner.matches(self.turns):
             self._learn_to_end()
 
-    # --- adaptation (charterm.learning) --------------------------------------------------------
+    # --- adaptation (charterm.story.learning) --------------------------------------------------------
 
     def generation_stepper(self) -> Stepper:
         """The weights the model writes with: adapted once it has learned something."""
@@ -440,7 +411,7 @@ class Session:
                 if learner.last_learnable(turns[: i + 1]) == turns[i].id:
                     learner.learn(turns[i], self.ensure_state(i - 1))
 
-    # --- what the model would write next (charterm/candidates.py) ------------------------------
+    # --- what the model would write next (charterm/engine/candidates.py) ------------------------------
 
     def next_words(self, n: int = candidates.WORDS) -> list[candidates.Candidate]:
         """The model's `n` (1-9) most likely next words at the end of the story, most likely first."""
@@ -513,102 +484,3 @@ class Session:
                     self.ensure_state(len(self.turns) - 1)
                 return
             raise StoryChanged("the story keeps changing in another window; try again")
-
-
-class Continuation:
-    """The model writing one turn. Iterate for chars (one str each); `stop()` (from any thread)
-    ends it before the next char; `close()` commits exactly the chars that were yielded, with the
-    state after the last of them. While it runs, the shown text is saved as a draft every
-    DRAFT_EVERY seconds, so a kill -9 loses at most that much."""
-
-    def __init__(self, session: Session, limit: int, seed: int, whole_words: bool = False):
-        self.session = session
-        self.limit = limit
-        self.whole_words = whole_words
-        self.seed = seed
-        self.chars: list[str] = []
-        self.probs: list[float] = []  # the model's probability of each char (Generation.p)
-        self._stop = threading.Event()
-        self._closed = False
-        self.turn: Turn | None = None
-        self.owner = new_owner()
-        LIVE_WRITERS.add(self.owner)
-        s = session.settings
-        self._start_state = state = session.state
-        stepper = session.generation_stepper()
-        self._adapted = stepper is not session.stepper
-        if self._adapted:
-            state = session.adapted_state()
-        sampler = CharSampler(s.top_k or None, s.temperature, seed, session.loaded.vocab.unknown_id)
-        self._gen = Generation(stepper, session.logits(state, stepper), state, sampler)
-
-    @property
-    def text(self) -> str:
-        return "".join(self.chars)
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def __iter__(self) -> Iterator[str]:
-        session, vocab = self.session, self.session.loaded.vocab
-        store, story = session.store, session.story
-        stop_at = session.settings.stop_at
-        last_save = time.monotonic()
-        chars = iter(self._gen)
-        while self.limit > 0 and not self._stop.is_set():
-            ch = vocab.chars[next(chars)]
-            self.chars.append(ch)
-            self.probs.append(self._gen.p)
-            yield ch
-            if self._at_stop(stop_at) or self._at_limit():
-                return
-            if store and story and time.monotonic() - last_save > DRAFT_EVERY:
-                store.save_draft(story.id, MODEL, self.text, self.owner)
-                last_save = time.monotonic()
-
-    def _at_limit(self) -> bool:
-        n = len(self.chars)
-        if not self.whole_words:
-            return n >= self.limit
-        return n >= self.limit + WORD_SLACK or (n >= self.limit and self.chars[-1].isspace())
-
-    def _at_stop(self, stop_at: str) -> bool:
-        c = self.chars
-        if stop_at == "paragraph":
-            return len(c) >= 2 and c[-1] == "\n" and c[-2] == "\n"
-        if stop_at == "sentence" and c[-1].isspace():
-            i = len(c) - 2
-            while i >= 0 and c[i] in CLOSERS:
-                i -= 1
-            return i >= 0 and c[i] in SENTENCE_END
-        return False
-
-    def close(self) -> Turn | None:
-        """Save what was generated as the model's turn (nothing if no char was)."""
-        if self._closed:
-            return self.turn
-        self._closed = True
-        LIVE_WRITERS.discard(self.owner)
-        s = self.session
-        if not self.chars:
-            if s.store and s.story:
-                s.store.drop_draft(s.story.id)
-            return None
-        # the story's states are the base model's (charterm.learning): adapted weights wrote
-        # this turn, so the base model reads it
-        state = s._run_text(self.text, self._start_state) if self._adapted else self._gen.state
-        self.turn = Turn(MODEL, self.text, pack_state(state), s.loaded.fingerprint)
-        s._commit(self.turn, state)
-        return self.turn
-
-    def run(self) -> Turn | None:
-        """Generate to the end (no streaming) and save."""
-        for _ in self:
-            pass
-        return self.close()
-
-    def __enter__(self) -> "Continuation":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()

@@ -6,9 +6,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from charterm.model import CharModel
-from charterm.sampling import Stepper
-from charterm.text import row_starts, window
+from charterm.engine.model import CharModel
+from charterm.engine.sampling import Stepper
+from charterm.engine.text import row_starts, window
 
 
 @torch.no_grad()
@@ -62,12 +62,12 @@ def autocast_for(device: torch.device):
 def evaluate_adapting(
     model: CharModel, ids: np.ndarray, segment: int, lr: float, part: str = "all", should_stop=lambda: False
 ) -> tuple[float, float, int]:
-    """Dynamic evaluation (`charterm.adapt`): the text is read in order at batch 1 and each
+    """Dynamic evaluation (`charterm.engine.adapt`): the text is read in order at batch 1 and each
     `segment` chars are scored before a copy of the model learns from them, so later text is
     predicted by a model that has learned from the text before it. Dropout is off throughout;
     `model` itself is not changed. Returns (adapted loss, static loss, chars), in nats/char over
     the same chars (all but the first), both from a zero state."""
-    from charterm.adapt import Adapter
+    from charterm.engine.adapt import Adapter
 
     was_training = model.training
     ids_t = torch.from_numpy(np.array(ids, dtype=np.int64))  # a copy: token files are read-only

@@ -12,10 +12,10 @@ from pathlib import Path
 import torch
 
 from charterm.config import ModelConfig
+from charterm.engine.model import CharModel, State
+from charterm.engine.text import Vocabulary
 from charterm.errors import CharTermError
-from charterm.fsutil import atomic_path
-from charterm.model import CharModel
-from charterm.text import Vocabulary
+from charterm.files import atomic_path
 
 FORMAT = "charterm-model/1"
 MAX_HEADER = 16 << 20
@@ -218,3 +218,27 @@ def model_card(loaded: LoadedModel) -> dict:
     if not isinstance(card["val_loss"], int | float):
         card["val_loss"] = None
     return card
+
+
+def pack_state(state: State) -> bytes:
+    from safetensors.torch import save
+
+    return save({f"s{i}": s.detach().float().cpu().contiguous() for i, s in enumerate(state)})
+
+
+def unpack_state(data: bytes | None, loaded: LoadedModel) -> State | None:
+    """The stored state if it fits this model's shapes, else None (then it is rebuilt)."""
+    if not data:
+        return None
+    from safetensors.torch import load
+
+    c = loaded.model.config
+    n = 2 if c.cell == "lstm" else 1
+    try:
+        d = load(data)
+        state = tuple(d[f"s{i}"] for i in range(n))
+    except Exception:  # a damaged cache is not an error: the text is the source of truth
+        return None
+    if len(d) != n or any(s.shape != (c.layers, 1, c.hidden) or s.dtype != torch.float32 for s in state):
+        return None
+    return state

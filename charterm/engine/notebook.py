@@ -22,11 +22,11 @@ from pathlib import Path
 import torch
 
 from charterm import __version__
-from charterm.checkpoint import LoadedModel, load_model, save_model
 from charterm.config import ModelConfig
+from charterm.engine.checkpoint import LoadedModel, load_model, save_model
+from charterm.engine.model import CharModel
+from charterm.engine.text import Vocabulary
 from charterm.errors import CharTermError, UsageError
-from charterm.model import CharModel
-from charterm.text import Vocabulary
 
 FORMAT_NOTE = "imported from the notebook's format"
 REQUIRED = ("n_hidden", "n_layers", "state_dict", "tokens")

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import torch
 
-from charterm.model import CharModel, State
+from charterm.engine.model import CharModel, State
 
 
 def _int8_available() -> bool:

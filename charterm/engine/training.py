@@ -4,13 +4,10 @@ Everything a front-end needs arrives as `charterm.train_events`; `run_training` 
 The best-validation model goes to `out` and a resume state beside it, both written atomically.
 """
 
-import ctypes
 import math
 import os
-import platform
-import signal
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,18 +16,18 @@ import torch.nn.functional as F
 
 from charterm import __version__
 from charterm import train_events as te
-from charterm.checkpoint import save_model, weights_fingerprint
 from charterm.config import ModelConfig, TrainConfig
-from charterm.corpus import Corpus, open_corpus
-from charterm.distributed import Ranks
+from charterm.engine.checkpoint import save_model, weights_fingerprint
+from charterm.engine.corpus import Corpus, open_corpus
+from charterm.engine.distributed import Ranks, keep_buffers_in_heap, machine_description, pick_device
+from charterm.engine.evaluate import autocast_for, evaluate
+from charterm.engine.model import CharModel
+from charterm.engine.resume import ResumeState, StopFlag, resume_path_for
+from charterm.engine.text import Vocabulary, check_sizes, row_starts, split_train_val, window
 from charterm.errors import CharTermError, UsageError
-from charterm.evaluate import autocast_for, evaluate
-from charterm.fsutil import atomic_path, remove_stale_temps
-from charterm.model import CharModel
+from charterm.files import remove_stale_temps
 from charterm.paths import default_out
-from charterm.text import Vocabulary, check_sizes, row_starts, split_train_val, window
 
-RESUME_FORMAT, RESUME_VERSION = "charterm-resume", 1  # saved as "charterm-resume/1"
 # Automatic validation cadence: first pass after FIRST_EVAL_SECONDS, then often enough that the
 # full validation pass takes about EVAL_SHARE of the time (the notebook's every-10-steps pass
 # doubled its training time). Evaluation never changes the training trajectory.
@@ -60,49 +57,6 @@ class TrainResult:
     interrupted: bool
 
 
-def resume_path_for(out: Path) -> Path:
-    return out.with_name(out.stem + ".resume.pt")
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda: no CUDA GPU is available; use --device cpu or auto")
-    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise UsageError("--device mps: Apple MPS is not available; use --device cpu or auto")
-    return torch.device(name)
-
-
-def keep_buffers_in_heap() -> None:
-    """Stop glibc from unmapping and re-mapping the large per-step buffers (page faults every
-    step); worth 10-15% on CPU. No-op off glibc."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD
-        libc.mallopt(-4, 0)  # M_MMAP_MAX
-    except (OSError, AttributeError):
-        pass
-
-
-def machine_description(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)} (CUDA)"
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, {platform.system()}"
-
-
 def lr_at(cfg: TrainConfig, step: int, progress: float) -> float:
     if cfg.schedule == "constant":
         return cfg.lr
@@ -120,92 +74,10 @@ def kept_rows(cfg: TrainConfig, step: int, rows: int) -> torch.Tensor:
     return (torch.rand(rows, generator=g) >= cfg.state_reset).float()
 
 
-@dataclass
-class ResumeState:
-    """Everything a run needs to go on exactly where it stopped: the one resume format, written
-    by `save` and read by `load`. Under torchrun, `hidden` and `rng` hold one entry per rank."""
-
-    config: dict
-    model: dict
-    optimizer: dict
-    step: int
-    epoch: int
-    window: int
-    elapsed: float
-    best_val: float
-    vocab: list[str]
-    data_sha256: str
-    hidden: tuple | list | None = None
-    rng: torch.Tensor | list | None = None
-    cuda_rng: torch.Tensor | None = None
-    world: int = 1
-    unknown: str | None = None
-    parent: dict | None = None
-
-    def save(self, path: Path) -> None:
-        payload = {"format": f"{RESUME_FORMAT}/{RESUME_VERSION}"}
-        payload.update((f.name, getattr(self, f.name)) for f in fields(self))
-        with atomic_path(path) as tmp:
-            torch.save(payload, tmp)
-
-    @classmethod
-    def load(cls, path: Path) -> "ResumeState":
-        if not path.exists():
-            raise CharTermError(f"no resume state at {path}; train without --resume to start a new run")
-        try:
-            payload = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise CharTermError(f"{path}: unreadable resume state ({str(e).splitlines()[0][:200]})") from None
-        name, _, version = str(payload.get("format", "") if isinstance(payload, dict) else "").rpartition("/")
-        if name != RESUME_FORMAT or not version.isdigit():
-            raise CharTermError(f"{path} is not a charterm resume state")
-        if int(version) > RESUME_VERSION:
-            raise CharTermError(f"{path} was saved by a newer charterm (resume format {version}); upgrade to resume it")
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in payload.items() if k in known})
-
-    def train_config(self) -> TrainConfig:
-        return TrainConfig(**{"state_reset": 0.0, **self.config})  # runs saved before state_reset existed
-
-    def for_rank(self, rank: int) -> tuple[tuple | None, torch.Tensor]:
-        """This rank's carried state and CPU random state."""
-        if self.world == 1:
-            return self.hidden, self.rng
-        return self.hidden[rank], self.rng[rank]
-
-
 def _vocab_difference(old: Vocabulary, new: Vocabulary) -> str:
     gone = "".join(sorted(set(old.chars) - set(new.chars)))
     added = "".join(sorted(set(new.chars) - set(old.chars)))
     return f"chars no longer in the text: {gone!r}; new chars: {added!r}"
-
-
-class StopFlag:
-    """Set by a signal handler (or a front-end) to end training at the next step boundary."""
-
-    def __init__(self):
-        self.reason = ""
-
-    def set(self, reason: str = "interrupted") -> None:
-        self.reason = reason
-
-    def __bool__(self) -> bool:
-        return bool(self.reason)
-
-    @classmethod
-    def on_signals(cls, *signums: int) -> "StopFlag":
-        """A flag the first of these signals sets ("interrupted" for SIGINT, else "terminated");
-        a second signal acts as it would have without the flag (stops at once)."""
-        flag, previous = cls(), {}
-
-        def handle(signum, frame):
-            flag.set("interrupted" if signum == signal.SIGINT else "terminated")
-            for s, h in previous.items():
-                signal.signal(s, h)
-
-        for s in signums:
-            previous[s] = signal.signal(s, handle)
-        return flag
 
 
 class Trainer:
@@ -616,7 +488,7 @@ def _lineage(info: dict) -> dict:
 
 
 def _load_baseline(path):
-    from charterm.checkpoint import load_model
+    from charterm.engine.checkpoint import load_model
 
     if not Path(path).is_file():
         raise UsageError(f"--baseline {path}: no such model file")
@@ -644,7 +516,7 @@ def baseline_loss(loaded, vocab: Vocabulary, val_ids, cfg: TrainConfig, max_wind
 def _start_from(cfg: TrainConfig, explicit: set[str]):
     """The model named by --init-from; its architecture replaces cfg's (an explicit, different
     --hidden, --layers, --cell or --embed is an error)."""
-    from charterm.checkpoint import load_model
+    from charterm.engine.checkpoint import load_model
 
     path = Path(cfg.init_from)
     if not path.exists():

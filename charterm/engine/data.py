@@ -8,9 +8,9 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from charterm.engine.text import sha256_file
 from charterm.errors import CharTermError, UsageError
-from charterm.fsutil import atomic_path
-from charterm.text import sha256_file
+from charterm.files import atomic_path
 
 
 @dataclass(frozen=True)

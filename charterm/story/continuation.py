@@ -1,0 +1,118 @@
+"""The model writing one turn of a story: `Continuation` streams its chars, saves a draft as it
+goes, and commits exactly what was shown when it closes."""
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from charterm.engine.checkpoint import pack_state
+from charterm.engine.sampling import CharSampler, Generation
+from charterm.story.store import LIVE_WRITERS, MODEL, Turn, new_owner
+
+if TYPE_CHECKING:
+    from charterm.story.session import Session
+
+DRAFT_EVERY = 0.5  # seconds between saves of the text a running generation has shown
+WORD_SLACK = 30  # with whole_words, at most this many chars past the limit to finish a word
+SENTENCE_END = ".!?"
+CLOSERS = "\"')]"
+
+
+class Continuation:
+    """The model writing one turn. Iterate for chars (one str each); `stop()` (from any thread)
+    ends it before the next char; `close()` commits exactly the chars that were yielded, with the
+    state after the last of them. While it runs, the shown text is saved as a draft every
+    DRAFT_EVERY seconds, so a kill -9 loses at most that much."""
+
+    def __init__(self, session: "Session", limit: int, seed: int, whole_words: bool = False):
+        self.session = session
+        self.limit = limit
+        self.whole_words = whole_words
+        self.seed = seed
+        self.chars: list[str] = []
+        self.probs: list[float] = []  # the model's probability of each char (Generation.p)
+        self._stop = threading.Event()
+        self._closed = False
+        self.turn: Turn | None = None
+        self.owner = new_owner()
+        LIVE_WRITERS.add(self.owner)
+        s = session.settings
+        self._start_state = state = session.state
+        stepper = session.generation_stepper()
+        self._adapted = stepper is not session.stepper
+        if self._adapted:
+            state = session.adapted_state()
+        sampler = CharSampler(s.top_k or None, s.temperature, seed, session.loaded.vocab.unknown_id)
+        self._gen = Generation(stepper, session.logits(state, stepper), state, sampler)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.chars)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def __iter__(self) -> Iterator[str]:
+        session, vocab = self.session, self.session.loaded.vocab
+        store, story = session.store, session.story
+        stop_at = session.settings.stop_at
+        last_save = time.monotonic()
+        chars = iter(self._gen)
+        while self.limit > 0 and not self._stop.is_set():
+            ch = vocab.chars[next(chars)]
+            self.chars.append(ch)
+            self.probs.append(self._gen.p)
+            yield ch
+            if self._at_stop(stop_at) or self._at_limit():
+                return
+            if store and story and time.monotonic() - last_save > DRAFT_EVERY:
+                store.save_draft(story.id, MODEL, self.text, self.owner)
+                last_save = time.monotonic()
+
+    def _at_limit(self) -> bool:
+        n = len(self.chars)
+        if not self.whole_words:
+            return n >= self.limit
+        return n >= self.limit + WORD_SLACK or (n >= self.limit and self.chars[-1].isspace())
+
+    def _at_stop(self, stop_at: str) -> bool:
+        c = self.chars
+        if stop_at == "paragraph":
+            return len(c) >= 2 and c[-1] == "\n" and c[-2] == "\n"
+        if stop_at == "sentence" and c[-1].isspace():
+            i = len(c) - 2
+            while i >= 0 and c[i] in CLOSERS:
+                i -= 1
+            return i >= 0 and c[i] in SENTENCE_END
+        return False
+
+    def close(self) -> Turn | None:
+        """Save what was generated as the model's turn (nothing if no char was)."""
+        if self._closed:
+            return self.turn
+        self._closed = True
+        LIVE_WRITERS.discard(self.owner)
+        s = self.session
+        if not self.chars:
+            if s.store and s.story:
+                s.store.drop_draft(s.story.id)
+            return None
+        # the story's states are the base model's (charterm.story.learning): adapted weights wrote
+        # this turn, so the base model reads it
+        state = s._run_text(self.text, self._start_state) if self._adapted else self._gen.state
+        self.turn = Turn(MODEL, self.text, pack_state(state), s.loaded.fingerprint)
+        s._commit(self.turn, state)
+        return self.turn
+
+    def run(self) -> Turn | None:
+        """Generate to the end (no streaming) and save."""
+        for _ in self:
+            pass
+        return self.close()
+
+    def __enter__(self) -> "Continuation":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
