@@ -3,7 +3,7 @@
     python benchmarks/bench.py [--data ../shared/data/anna.txt] [--quick]
 
 Each case runs in its own child process (so one case's allocator or thread settings cannot
-help or hurt another) and prints one row; the table at the end is what the README shows.
+help or hurt another) and prints one row; the table at the end is what docs/speed.md shows.
 The notebook's functions below are its code, unchanged but for the CPU-only device handling.
 """
 

@@ -1,6 +1,6 @@
 """Every hyperparameter in one place: the defaults, and the notebook's settings as a preset.
 
-The defaults are the settings that learned fastest per CPU-second on anna.txt (see the README's
+The defaults are the settings that learned fastest per CPU-second on anna.txt (see docs/training.md's
 recipe table); `--preset notebook` gives the teaching notebook's exact configuration.
 """
 

@@ -2,7 +2,7 @@
 
 `charterm train --progress jsonl` writes one per line (`to_json`); the job runner reads them
 back (`parse`), the CLI's renderers and the app's side pane draw them, the tests' fake trainer
-writes them, and the README's table is checked against `table()`. No torch, no Textual.
+writes them, and the table in docs/training-events.md is checked against `table()`. No torch, no Textual.
 """
 
 import json
@@ -177,7 +177,7 @@ def parse(line_or_obj) -> Event:
 
 
 def table() -> str:
-    """The README's table of the events training writes."""
+    """The table (docs/training-events.md) of the events training writes."""
     rows = ["| event | fields | what it says |", "|---|---|---|"]
     for cls in WRITTEN_BY_TRAINING:
         names = ", ".join(f"`{f.name}`" for f in fields(cls))

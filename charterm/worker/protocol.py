@@ -318,7 +318,7 @@ class Done(Event):
 
 
 def table() -> str:
-    """Every message as a Markdown table (the README's copy is checked against it)."""
+    """Every message as a Markdown table (docs/worker-protocol.md's copy is checked against it)."""
     rows = ["| message | way | fields (besides `id`) | what it is |", "|---|---|---|---|"]
     for kind, cls in KINDS.items():
         names = ", ".join(f"`{f.name}`" for f in fields(cls) if f.name != "id") or "none"
