@@ -14,6 +14,7 @@ import pytest
 import torch
 from conftest import run_cli
 
+import charterm.story.continuation as continuation_mod
 import charterm.story.session as session_mod
 import charterm.story.store as store_mod
 from charterm.config import ModelConfig
@@ -608,7 +609,7 @@ def test_a_running_continuation_saves_drafts_every_half_second(store, home, load
 
 
 def test_a_draft_left_behind_is_recovered_as_a_model_turn(store, home, loaded, monkeypatch):
-    monkeypatch.setattr(session_mod, "DRAFT_EVERY", 0.0)
+    monkeypatch.setattr(continuation_mod, "DRAFT_EVERY", 0.0)
     s = session(store, loaded)
     s.append_person_turn("every ")
     cont = s.continue_(5000)
@@ -636,7 +637,7 @@ def test_a_draft_left_behind_is_recovered_as_a_model_turn(store, home, loaded, m
 
 
 def test_opening_a_story_while_another_window_generates_does_not_steal_its_draft(store, home, loaded, monkeypatch):
-    monkeypatch.setattr(session_mod, "DRAFT_EVERY", 0.0)
+    monkeypatch.setattr(continuation_mod, "DRAFT_EVERY", 0.0)
     a = session(store, loaded)
     a.append_person_turn("every ")
     cont = a.continue_(80)
