@@ -38,7 +38,7 @@ COMMANDS = [
     Command("load", "", "switch to the model training has just improved"),
     Command("follow", "on|off", "switch to each better model training writes, automatically", ("on", "off")),
     Command("story", "[NAME]", "open or create a story (no name: list them)"),
-    Command("export", "PATH [md]", "write the story to a text (or markdown) file"),
+    Command("export", "PATH [md|json]", "write the story to a text (or markdown) file; json: the whole story"),
     Command("copy", "[last]", "copy the story (or its last turn) to the clipboard, through the terminal", ("last",)),
     Command("wrap", "soft|hard", "soft: paragraphs fill the pane; hard: the text's own line breaks", ("soft", "hard")),
     Command("train", "[options]", "train in the background, e.g. /train --epochs 5 --data my.txt"),
@@ -86,13 +86,13 @@ def parse(line: str) -> tuple[str, str]:
 
 
 def parse_export(arg: str) -> tuple[str, str]:
-    """'/export story.md md' -> ('story.md', 'md'): a path, then an optional format (txt or md)."""
+    """'/export story.md md' -> ('story.md', 'md'): a path, then an optional format (txt, md or json)."""
     parts = arg.split()
     fmt = "txt"
-    if parts and parts[-1] in ("md", "txt", "--format=md", "--format=txt"):
+    if parts and parts[-1].removeprefix("--format=") in ("md", "txt", "json"):
         fmt = parts.pop().removeprefix("--format=")
     if not parts:
-        raise UsageError("/export needs a path: /export story.txt (add md for markdown)")
+        raise UsageError("/export needs a path: /export story.txt (add md for markdown, json for the whole story)")
     return " ".join(parts), fmt
 
 

@@ -27,7 +27,7 @@ app = typer.Typer(
 data_app = typer.Typer(help="Get training texts.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(data_app, name="data")
 stories_app = typer.Typer(
-    help="Saved stories: list, show, export, remove.", no_args_is_help=True, rich_markup_mode=None
+    help="Saved stories: list, show, export, import, remove.", no_args_is_help=True, rich_markup_mode=None
 )
 app.add_typer(stories_app, name="stories")
 
@@ -59,6 +59,7 @@ class StopAt(StrEnum):
 class Format(StrEnum):
     txt = "txt"
     md = "md"
+    json = "json"
 
 
 

@@ -1,6 +1,7 @@
 """`charterm stories ...`: the saved stories."""
 
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -68,22 +69,55 @@ def stories_checkout(
 @stories_app.command("export")
 def stories_export(
     name: Annotated[str, typer.Argument(help="Story name.")],
-    format: Annotated[Format, typer.Option("--format", help="txt, or md with your parts in bold.")] = Format.txt,
+    format: Annotated[
+        Format, typer.Option("--format", help="txt; md with your parts in bold; json: the whole story (every branch).")
+    ] = Format.txt,
     out: Annotated[Path | None, typer.Option(help="Write to this file (atomically). [default: stdout]")] = None,
 ) -> None:
-    """Write a story as text or markdown."""
+    """Write a story as text or markdown, or whole as a charterm-story/1 file (docs/story-file.md)."""
     from charterm.files import atomic_write_bytes
     from charterm.story.store import render
 
-    _, story = find_story(name)
-    text = render(story.name, story.turns, format.value)
+    if out is not None and out.is_dir():
+        raise UsageError(f"--out {out} is a directory; pass a file name")
+    store, story = find_story(name)
+    if format == Format.json:
+        from charterm.story import exchange
+
+        cached = story.turns[-1].fingerprint if story.turns else None  # whose states: if the model file is gone
+        text = exchange.export_text(store, story, exchange.model_info(story.model_path, cached))
+    else:
+        text = render(story.name, story.turns, format.value)
     if out is None:
         sys.stdout.write(text)
         return
-    if out.is_dir():
-        raise UsageError(f"--out {out} is a directory; pass a file name")
     atomic_write_bytes(out, text.encode())
     print(f"{out}: {len(story.turns)} turns, {len(story.text):,} chars", file=sys.stderr)
+
+
+@stories_app.command("import")
+def stories_import(
+    file: Annotated[Path, typer.Argument(help="A story file (.json, from `stories export --format json`) or a text.")],
+    name: Annotated[str | None, typer.Option(help="Store it under this name. [default: the file's, or its stem]")] = (
+        None
+    ),
+    force: Annotated[bool, typer.Option("--force", help="Replace a story of that name.")] = False,
+) -> None:
+    """Add a story from a file: a charterm-story/1 file whole (every branch, head and settings), or a
+    .txt or .md file as your turns, one per paragraph, for the model to continue."""
+    from charterm.story import exchange
+    from charterm.story.store import Store
+
+    story_file = exchange.read_file(file)  # checked whole before the store is opened
+    store = Store()
+    stored = exchange.import_story(store, story_file, name, force)
+    story = store.load(stored)
+    store.close()
+    print(
+        f"imported {file} as {stored!r}: {len(story_file.turns)} turns, {len(story.text):,} chars on its path; "
+        f"open it with: charterm --story {shlex.quote(stored)}",
+        file=sys.stderr,
+    )
 
 
 @stories_app.command("rm")

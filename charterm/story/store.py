@@ -395,6 +395,45 @@ class Store:
                 (start, story_id),
             ).fetchall()
 
+    def all_turns(self, story_id: int) -> list[Turn]:
+        """Every turn of a story with its text, oldest first (no states)."""
+        with self._lock:
+            rows = self.db.execute(
+                "SELECT id, author, text, created, parent FROM turns WHERE story_id = ? ORDER BY id", (story_id,)
+            ).fetchall()
+        return [Turn(author, text, None, None, tid, created, parent) for tid, author, text, created, parent in rows]
+
+    def add_story(self, name: str, turns: list[Turn], head: int | None, tip: int | None, **story) -> dict[int, int]:
+        """A whole story in one transaction: `turns` in order, each after its parent (an earlier one); their ids,
+        parents, `head` and `tip` are the caller's, renumbered here (returns old id -> new id). `story`: model_path,
+        settings, created, draft (a Turn), replace (else a story of that name is refused). No states are stored."""
+        name, now = check_name(name), time.time()
+        with self.transaction() as db:
+            old = db.execute("SELECT id FROM stories WHERE name = ?", (name,)).fetchone()
+            if old and not story.get("replace"):
+                raise UsageError(f"a story named {name!r} already exists; pass --name NEW, or --force to replace it")
+            if old:
+                db.execute("DELETE FROM stories WHERE id = ?", old)
+            story_id = db.execute(
+                "INSERT INTO stories (name, model_path, settings, created, updated) VALUES (?, ?, ?, ?, ?)",
+                (name, story.get("model_path"), json.dumps(story.get("settings") or {}), story.get("created") or now,
+                 now),
+            ).lastrowid  # fmt: skip
+            ids: dict[int, int] = {}
+            for seq, t in enumerate(turns):
+                ids[t.id] = db.execute(
+                    "INSERT INTO turns (story_id, seq, author, text, created, parent) VALUES (?, ?, ?, ?, ?, ?)",
+                    (story_id, seq, t.author, t.text, t.created or now, None if t.parent is None else ids[t.parent]),
+                ).lastrowid
+            db.execute("UPDATE stories SET head = ?, tip = ? WHERE id = ?", (ids.get(head), ids.get(tip), story_id))
+            draft = story.get("draft")
+            if draft is not None:
+                db.execute(
+                    "INSERT INTO drafts (story_id, author, text, updated, owner) VALUES (?, ?, ?, ?, '')",
+                    (story_id, draft.author, draft.text, now),
+                )
+        return ids
+
     def load_adaptation(self, story_id: int) -> tuple[str, int, int, bytes] | None:
         """(base fingerprint, since, after, snapshot bytes) of the story's adapted weights."""
         with self._lock:

@@ -162,7 +162,7 @@ class ListStories(Request):
 
 @message
 class Export(Request):
-    """Write the story to a file, as text (`txt`) or markdown (`md`)."""
+    """Write the story to a file, as text (`txt`), markdown (`md`) or whole (`json`: charterm-story/1)."""
 
     KIND: ClassVar[str] = "export"
     path: str = ""

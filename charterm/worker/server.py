@@ -335,11 +335,19 @@ class Worker:
         from charterm.story.store import render
 
         s = self.need_session()
-        if msg.format not in ("txt", "md"):
-            raise UsageError(f"/export: format {msg.format!r}: txt or md")
+        if msg.format not in ("txt", "md", "json"):
+            raise UsageError(f"/export: format {msg.format!r}: txt, md or json")
         path = Path(msg.path).expanduser()
+        if msg.format == "json":
+            from charterm.engine.checkpoint import model_card
+            from charterm.story import exchange
+
+            story = s.store.load(s.story.name) or s.story  # every branch, as the store has it now
+            text = exchange.export_text(s.store, story, exchange.model_from_card(model_card(s.loaded)))
+        else:
+            text = render(s.story.name, s.turns, msg.format)
         try:
-            atomic_write_bytes(path, render(s.story.name, s.turns, msg.format).encode())
+            atomic_write_bytes(path, text.encode())
         except OSError as e:
             raise CharTermError(f"/export: cannot write {path}: {e.strerror or e}") from None
         self.notice(msg.id, f"wrote {path}")
