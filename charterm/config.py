@@ -43,11 +43,11 @@ class ModelConfig(Architecture):
 
 @dataclass
 class TrainConfig(Architecture):
-    data: str = "data/anna.txt"  # a file, or a folder of .txt files
+    data: str = ""  # a file, or a folder of .txt files; "" = the default text (charterm.paths.default_text)
     encoding: str = "utf-8"
     separator: str = "\n\n"  # between the files of a folder
     max_vocab: int = 0  # 0 = every char of the text; else the N most frequent plus an unknown-char token
-    out: str = ""  # "" = models/<data stem>.safetensors
+    out: str = ""  # "" = a new file in the data dir's models/ (charterm.paths.training_out)
     init_from: str = ""  # a model file to start from (its architecture and vocabulary); "" = random weights
     # optimisation
     epochs: int = 20

@@ -193,12 +193,13 @@ async def submit(pilot, line: str) -> None:
     await pilot.press("enter")
 
 
-def run_app(test, *, model=None, story=None, size=(100, 30), in_thread=True) -> RecordingApp:
-    """Run `await test(app, pilot)` in a headless app; leaves with Ctrl+Q (the app's own save-and-quit)."""
+def run_app(test, *, model=None, story=None, size=(100, 30), in_thread=True, notifications=False) -> RecordingApp:
+    """Run `await test(app, pilot)` in a headless app; leaves with Ctrl+Q (the app's own save-and-quit).
+    `notifications`: Textual's toasts as in a terminal (run_test leaves them out by default)."""
     app = RecordingApp(story=story, model=str(model) if model else None, in_thread=in_thread)
 
     async def main():
-        async with app.run_test(size=size) as pilot:
+        async with app.run_test(size=size, notifications=notifications) as pilot:
             try:
                 await test(app, pilot)
             finally:

@@ -59,14 +59,6 @@ def whole_word_turn(text: str, chars: int) -> bool:
     return chars <= n < chars + WORD_SLACK and text[-1].isspace() and not any(c.isspace() for c in text[chars - 1 : -1])
 
 
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    home = tmp_path / "home"
-    monkeypatch.setenv("CHARTERM_HOME", str(home))
-    monkeypatch.delenv("CHARTERM_MODEL", raising=False)
-    return home
-
-
 def status(app) -> str:
     """The app's status line (the training pane has a #status of its own)."""
     return shown(app, "#status-line")
@@ -641,11 +633,14 @@ def test_follow_switches_to_each_checkpoint(home, tiny_model, tmp_path, fake_tra
     run_app(test, model=tiny_model)
 
 
-def test_training_without_training_text_is_an_error_not_a_crash(home, tiny_model, tmp_path, fake_training):
+def test_training_without_its_text_is_an_error_not_a_crash(home, tiny_model, tmp_path, fake_training):
+    """The model's own text is gone (and is not the book, which /train would fetch): one line, no run."""
     from charterm.engine.checkpoint import load_model, save_model
 
     loaded = load_model(tiny_model)
-    info = {k: v for k, v in loaded.info.items() if k not in ("train_config", "fingerprint")}
+    gone = tmp_path / "gone.txt"
+    info = {k: v for k, v in loaded.info.items() if k != "fingerprint"}
+    info["train_config"] = {**info["train_config"], "data": str(gone)}
     nodata = tmp_path / "nodata.safetensors"
     save_model(nodata, loaded.model, loaded.vocab, info)
 
@@ -654,7 +649,8 @@ def test_training_without_training_text_is_an_error_not_a_crash(home, tiny_model
         await pilot.press("ctrl+t")
         await pilot.pause()
         assert app.job is None and fake_training == []
-        assert app.errors()[-1].startswith("no training text found: /train --data PATH")
+        assert app.errors()[-1].startswith(f"no training text found at {gone} ")
+        assert app.errors()[-1].endswith(": /train --data PATH")
         assert shown(app, "TrainingPane > #status").startswith("failed: no training text found")
         await submit(pilot, "/train --epochs 1")
         assert len(app.errors()) == 2 and app.errors()[-1].startswith("no training text found")

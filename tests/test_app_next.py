@@ -21,14 +21,13 @@ OPENING = '"What are you doing?" said'
 
 
 @pytest.fixture
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("CHARTERM_HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("CHARTERM_MODEL", raising=False)
-    store = Store()  # a story the person has begun
+def home(home):
+    """The data dir (conftest.py's), holding a story the person has begun."""
+    store = Store()
     story = store.open("untitled", str(ANNA))
     store.append_turn(story.id, story.revision, Turn(PERSON, OPENING))
     store.close()
-    return tmp_path / "home"
+    return home
 
 
 @pytest.fixture(scope="module")

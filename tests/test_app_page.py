@@ -7,7 +7,6 @@ As in test_app.py, every test runs the real CharTermApp on a temporary CHARTERM_
 
 import json
 
-import pytest
 from apphelpers import (
     gate_the_model_load,
     run_app,
@@ -31,14 +30,6 @@ from charterm.paths import history_path, preferences_path
 from charterm.story.store import Store, Turn
 
 BOOK = "It was a bright\ncold day in April.\n\nAnd the clocks\nwere striking thirteen."
-
-
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    home = tmp_path / "home"
-    monkeypatch.setenv("CHARTERM_HOME", str(home))
-    monkeypatch.delenv("CHARTERM_MODEL", raising=False)
-    return home
 
 
 def write_story(model, turns) -> None:

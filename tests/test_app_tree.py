@@ -6,7 +6,6 @@ worker on a thread of the test process over real pipes. What a test checks is wh
 view, the status line, the fork list) and what is stored (read through a second connection to the database).
 """
 
-import pytest
 from apphelpers import (
     idle,
     run_app,
@@ -27,14 +26,6 @@ from charterm.app.screens import ForkScreen
 from charterm.app.story_view import MODEL, PERSON
 from charterm.app.widgets import PromptInput, shown_word
 from charterm.story.store import Store
-
-
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    home = tmp_path / "home"
-    monkeypatch.setenv("CHARTERM_HOME", str(home))
-    monkeypatch.delenv("CHARTERM_MODEL", raising=False)
-    return home
 
 
 def status(app) -> str:

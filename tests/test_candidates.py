@@ -23,12 +23,6 @@ def loaded():
     return load_model(ANNA)
 
 
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("CHARTERM_HOME", str(tmp_path / "home"))
-    return tmp_path / "home"
-
-
 def session_after(loaded, prime: str, precision: str = "int8") -> Session:
     s = Session(loaded, precision=precision)
     s.append_person_turn(prime)

@@ -206,11 +206,6 @@ def test_bad_input_is_one_line(args, code, says, tmp_path):
     assert says in line
 
 
-def test_missing_training_text_says_how_to_get_it(tmp_path):
-    line = one_line_error(run_cli("train", cwd=tmp_path), 1)
-    assert "data/anna.txt" in line and "charterm data fetch anna" in line
-
-
 def test_missing_default_model_says_what_to_do(tmp_path):
     r = run_cli("generate", env={"CHARTERM_MODEL": str(tmp_path / "gone.safetensors")})
     assert "charterm train" in one_line_error(r, 1)

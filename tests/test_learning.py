@@ -34,12 +34,6 @@ def loaded(model_path):
 
 
 @pytest.fixture
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("CHARTERM_HOME", str(tmp_path / "home"))
-    return tmp_path / "home"
-
-
-@pytest.fixture
 def store(home):
     s = Store()
     yield s

@@ -9,12 +9,7 @@ import pytest
 from charterm.app.preferences import HISTORY_LIMIT, InputHistory, load_preferences, save_preference
 from charterm.paths import history_path, preferences_path
 
-
-@pytest.fixture(autouse=True)
-def home(tmp_path, monkeypatch):
-    home = tmp_path / "home"
-    monkeypatch.setenv("CHARTERM_HOME", str(home))
-    return home
+pytestmark = pytest.mark.usefixtures("home")  # every test on a fresh data dir (conftest.py)
 
 
 def test_up_and_down_walk_the_inputs_and_come_back_to_the_draft():

@@ -47,13 +47,6 @@ def loaded(model_path):
 
 
 @pytest.fixture
-def home(tmp_path, monkeypatch):
-    d = tmp_path / "home"
-    monkeypatch.setenv("CHARTERM_HOME", str(d))
-    return d
-
-
-@pytest.fixture
 def store(home):
     s = Store()
     yield s

@@ -288,3 +288,24 @@ def test_the_fork_list_of_a_branched_story(snap_compare, tmp_path, monkeypatch):
         await pilot.pause()
 
     assert snap_compare(branched_app(tmp_path, monkeypatch), terminal_size=SIZE, run_before=run_before)
+
+
+async def show_notices(pilot) -> None:
+    """Two notices as the app gives them (a short one, and one that wraps), in their rows above the status line."""
+    from charterm.app.notices import Notice
+
+    await settle(pilot)
+    app = pilot.app
+    app.notify("version 1/2", timeout=60)
+    app.notify(
+        "training wrote a better model: val 1.2345 against 1.3456 for anna-tiny on the same text; "
+        "Ctrl+L or /load to switch to it",
+        timeout=60,
+        markup=False,
+    )
+    await wait_until(pilot, lambda: len(app.query(Notice)) == 2, 5, "the notices")
+    await pilot.pause()
+
+
+def test_notices_above_the_status_line(snap_compare, snap_app):
+    assert snap_compare(snap_app, terminal_size=SIZE, run_before=show_notices)

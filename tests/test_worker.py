@@ -21,13 +21,6 @@ from charterm.worker import protocol as p
 from charterm.worker.client import WorkerClient
 
 
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    d = tmp_path / "home"
-    monkeypatch.setenv("CHARTERM_HOME", str(d))
-    return d
-
-
 class Driver:
     """A WorkerClient whose events land in a queue, for a test to read in order."""
 

@@ -18,10 +18,12 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
+from textual.notifications import Notification, SeverityLevel
 from textual.screen import ModalScreen
 from textual.widgets import Footer, Static
 
 from charterm.app import commands
+from charterm.app.notices import NoticeBand, ShowNotice
 from charterm.app.palette import CharTermCommands
 from charterm.app.preferences import InputHistory, load_preferences
 from charterm.app.screens import ForkScreen, HelpScreen, welcome_text
@@ -134,6 +136,7 @@ class CharTermApp(SlashCommands, TrainingControl, App):
                 yield SettingsPanel(id="settings")
                 yield TrainingPane(id="training")
         yield CandidateList(id="candidates")
+        yield NoticeBand(id="notices")
         yield Static("", id="status-line", markup=False)
         yield PromptInput(input_history=InputHistory(history_path()), id="prompt")
         yield Footer()
@@ -154,6 +157,35 @@ class CharTermApp(SlashCommands, TrainingControl, App):
             import asyncio
 
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._hangup)
+
+    # --- notices ----------------------------------------------------------------------------------
+
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: SeverityLevel = "information",
+        timeout: float | None = None,
+        markup: bool = True,
+    ) -> None:
+        """A notice in the band above the status line (a toast there would cover the prompt)."""
+        timeout = self.NOTIFICATION_TIMEOUT if timeout is None else timeout
+        self.post_message(ShowNotice(Notification(message, title, severity, timeout, markup)))
+
+    def on_show_notice(self, event: ShowNotice) -> None:
+        bands = self.screen.query(NoticeBand)
+        if bands:
+            bands.first().add(event.notification)
+        else:  # over a dialog (help, the fork list, the palette), which has no prompt: Textual's toast
+            n = event.notification
+            super().notify(n.message, title=n.title, severity=n.severity, timeout=n.timeout, markup=n.markup)
+
+    def clear_notifications(self) -> None:
+        super().clear_notifications()
+        for screen in self.screen_stack:
+            for band in screen.query(NoticeBand):
+                band.clear()
 
     # --- the worker ---------------------------------------------------------------------------
 

@@ -3,7 +3,6 @@ training pane, and offer the model it writes only when it beats the one in use."
 
 import os
 import threading
-from datetime import datetime
 from pathlib import Path
 
 from textual.message import Message
@@ -24,7 +23,7 @@ class TrainingControl:
 
     def _start_training(self, arg: str) -> None:
         from charterm.app.commands import option_value
-        from charterm.paths import models_dir
+        from charterm.paths import DEFAULT_TEXT, new_run_path
         from charterm.worker.jobs import TrainingJob, parse_train_args
 
         if self.job is not None:
@@ -33,10 +32,9 @@ class TrainingControl:
         data = option_value(args, "--data")
         if data is None:
             data = self._training_text()
-            args += ["--data", data]
-        if option_value(args, "--out") is None:
-            stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-            args += ["--out", str(models_dir() / f"{Path(data).stem or 'text'}-{stamp}.safetensors")]
+            args += ["--data", data] if data else []  # else `charterm train` downloads the book, as typed
+        if option_value(args, "--out") is None and "--resume" not in args:
+            args += ["--out", str(new_run_path(Path(data or DEFAULT_TEXT).stem))]
         if option_value(args, "--baseline") is None and self.card and self.card.get("path"):
             args += ["--baseline", self.card["path"]]
         self.trained_path = self.trained_score = self.in_use_score = None
@@ -49,14 +47,18 @@ class TrainingControl:
         self.job.start()
         self.notify("training started in the background (Ctrl+T or /cancel stops it)")
 
-    def _training_text(self) -> str:
+    def _training_text(self) -> str | None:
+        """The model's own training text if it is here; else the book as `charterm train` finds it
+        (None: nowhere yet, and the run downloads it). A model of another text that is gone: an error."""
+        from charterm.paths import DEFAULT_TEXT, default_text
+
         data = (self.card or {}).get("train_text")
         if data and Path(data).is_file():
             return data
-        raise CharTermError(
-            f"no training text found{f' at {data}' if data else ''}: /train --data PATH "
-            "(or get the book with `charterm data fetch anna`)"
-        )
+        if data and Path(data).name != DEFAULT_TEXT:
+            raise CharTermError(f"no training text found at {data} (what this model learned from): /train --data PATH")
+        found = default_text()
+        return str(found) if found else None
 
     def _training_update(self, ev: te.Event) -> None:
         self.query_one(TrainingPane).handle(ev)

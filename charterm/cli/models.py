@@ -19,15 +19,16 @@ from charterm.cli.common import (
     warn,
 )
 from charterm.config import ADAPT_LR, ADAPT_SEGMENT
-from charterm.errors import CharTermError, UsageError
+from charterm.errors import UsageError
 
 
 @app.command("eval")
 def eval_(
     model: Annotated[Path | None, typer.Option(help="Model file. [default: the model shipped in models/]")] = None,
-    data: Annotated[Path, typer.Option(help="Text to score: a file or a folder of .txt files.")] = Path(
-        "data/anna.txt"
-    ),
+    data: Annotated[
+        Path | None,
+        typer.Option(help="Text to score: a file or a folder of .txt files. [default: the text `train` uses]"),
+    ] = None,
     split: Annotated[Split, typer.Option(help="val (the held-out end), train, or all.")] = Split.val,
     val_frac: Annotated[float | None, typer.Option(help="Held-out fraction. [default: the model's]")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Rows. [default: the model's training batch size]")] = None,
@@ -50,7 +51,10 @@ def eval_(
     model's loss on the same chars is printed beside it); the model file is not changed."""
     import math
 
-    _check_eval_options(data, val_frac, batch_size, seq_length, adapt and (precision, adapt_segment, adapt_lr))
+    from charterm.paths import training_text
+
+    _check_eval_options(val_frac, batch_size, seq_length, adapt and (precision, adapt_segment, adapt_lr))
+    data = training_text(data)
     from charterm.engine.corpus import SEPARATOR, open_corpus
     from charterm.engine.evaluate import evaluate
     from charterm.engine.text import split_train_val, windows_in
@@ -155,7 +159,7 @@ def info(
     print("\n".join(lines))
 
 
-def _check_eval_options(data: Path, val_frac, batch_size, seq_length, adapting) -> None:
+def _check_eval_options(val_frac, batch_size, seq_length, adapting) -> None:
     """eval's options, before the model or the text is read; `adapting`: (precision, segment,
     lr) with --adapt, else False."""
     if adapting:
@@ -167,9 +171,6 @@ def _check_eval_options(data: Path, val_frac, batch_size, seq_length, adapting) 
     for name, v in (("batch-size", batch_size), ("seq-length", seq_length)):
         if v is not None and v < 1:
             raise UsageError(f"--{name} must be at least 1 (got {v})")
-    if not data.exists():
-        hint = " (run `charterm data fetch anna` to get it)" if data.name == "anna.txt" else ""
-        raise CharTermError(f"text {data} not found{hint}; or pass --data PATH")
 
 
 def _loss(value) -> str:

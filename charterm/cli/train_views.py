@@ -26,7 +26,7 @@ def start_line(ev: te.Start) -> str:
     if ev.baseline:
         score = f"{ev.baseline_val_loss:.4f}" if ev.baseline_val_loss is not None else "not scored"
         line += f"; baseline {ev.baseline}: val {score}"
-    return line
+    return line + f"; the model goes to {ev.out}"
 
 
 def done_line(ev: te.Done) -> str:

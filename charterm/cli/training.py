@@ -22,7 +22,10 @@ from charterm.errors import CharTermError
 def train(
     data: Annotated[
         Path | None,
-        typer.Option(help="Training text: a file, or a folder of .txt files (joined). [default: data/anna.txt]"),
+        typer.Option(
+            help="Training text: a file, or a folder of .txt files (joined). [default: data/anna.txt in the "
+            "checkout or the data dir; downloaded when it is in neither]"
+        ),
     ] = None,
     max_vocab: Annotated[
         int | None,
@@ -81,7 +84,11 @@ def train(
     seed: Annotated[int | None, typer.Option(help=f"Random seed. [default: {D.seed}]")] = None,
     device: Annotated[str | None, typer.Option(help=f"auto, cpu, cuda or mps. [default: {D.device}]")] = None,
     out: Annotated[
-        Path | None, typer.Option(help="Model file to write. [default: models/<data stem>.safetensors]")
+        Path | None,
+        typer.Option(
+            help="Model file to write. [default: a new file in the data dir's models/, e.g. "
+            "anna-20261203-141502.safetensors; with --resume, the newest run of the text]"
+        ),
     ] = None,
     preset: Annotated[str | None, typer.Option(help="Start from named settings: notebook.")] = None,
     init_from: Annotated[
@@ -107,6 +114,8 @@ def train(
     if separator is not None:
         given["separator"] = unescape(separator)
     cfg = train_config({k: str(v) if isinstance(v, Path) else v for k, v in given.items()}, preset)
+    explicit = set(given)
+    cfg.data, cfg.out = map(str, _text_and_out(data, out, resume))
     mode = progress.value
     if mode == "auto":
         mode = "rich" if sys.stderr.isatty() else "none"
@@ -129,7 +138,7 @@ def train(
             cfg,
             resume=resume,
             force=force,
-            explicit=set(given),
+            explicit=explicit,
             on_event=renderer,
             stop=stop,
             command=command,
@@ -148,7 +157,17 @@ def train(
         if ranks.is_main:
             print(
                 f"charterm: stopped at step {result.steps}; resume state saved to {result.resume_path} "
-                f"(continue with --resume)",
+                f"(continue with --resume --out {result.out})",
                 file=sys.stderr,
             )
         raise typer.Exit(130)
+
+
+def _text_and_out(data: Path | None, out: Path | None, resume: bool) -> tuple[Path, Path]:
+    """--data and --out, or the defaults (charterm.paths): the book where it is, else downloaded; a new
+    model file, never one that exists (on --resume, the newest run of the text)."""
+    from charterm.cli.data import fetch_default_text
+    from charterm.paths import default_text, training_out
+
+    text = data or default_text() or fetch_default_text()
+    return text, out or training_out(text.stem, resume)

@@ -26,7 +26,7 @@ from charterm.engine.resume import ResumeState, StopFlag, resume_path_for
 from charterm.engine.text import Vocabulary, check_sizes, row_starts, split_train_val, window
 from charterm.errors import CharTermError, UsageError
 from charterm.files import remove_stale_temps
-from charterm.paths import default_out
+from charterm.paths import training_out, training_text
 
 # Automatic validation cadence: first pass after FIRST_EVAL_SECONDS, then often enough that the
 # full validation pass takes about EVAL_SHARE of the time (the notebook's every-10-steps pass
@@ -108,11 +108,9 @@ class Trainer:
         self.command, self.baseline = command, baseline
         self.baseline_model = _load_baseline(baseline) if baseline and self.ranks.is_main else None
         explicit = explicit or set()
-        data_path = Path(cfg.data)
-        if not data_path.exists():
-            hint = " (run `charterm data fetch anna` to get it)" if data_path.name == "anna.txt" else ""
-            raise CharTermError(f"training text {data_path} not found{hint}; or pass --data PATH")
-        self.out = Path(cfg.out) if cfg.out else default_out(data_path.stem)
+        data_path = training_text(cfg.data)
+        cfg.data = cfg.data or str(data_path)
+        self.out = Path(cfg.out) if cfg.out else training_out(data_path.stem, resume)
         self.resume_path = resume_path_for(self.out)
         self.saved = ResumeState.load(self.resume_path) if resume else None
         if self.saved is not None:
