@@ -3,6 +3,7 @@
 Each test runs its own tmux server (`tmux -L <unique socket>`) and kills only that server.
 """
 
+import fcntl
 import itertools
 import os
 import re
@@ -10,8 +11,10 @@ import shlex
 import shutil
 import signal
 import sqlite3
+import struct
 import subprocess
 import sys
+import termios
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +25,7 @@ from conftest import run_cli, stored_turns
 from charterm.story.session import WORD_SLACK
 
 CHARTERM = Path(sys.executable).parent / "charterm"
+WINCH_GATE = Path(__file__).with_name("winch_gate.py")
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed (it drives the full-screen app)"),
@@ -61,6 +65,30 @@ def status_line(screen: str) -> str:
     return lines[-3] if len(lines) >= 3 else ""
 
 
+TITLE = re.compile(r"^ charterm  story: ")
+FOOTER = "^q Quit"
+SIDE_BORDER = "\u258f"
+
+
+def drawn_whole(screen: str, cols: int, lines: int) -> str | None:
+    """Why `screen` is not the whole app drawn at cols x lines (None when it is): the title on the first
+    row and only there, the footer on the last row and only there, the side pane's border in one column."""
+    rows = screen.rstrip("\n").split("\n") if screen.strip() else []
+    rows += [""] * (lines - len(rows))
+    if len(rows) != lines or any(len(row) > cols for row in rows):
+        return f"not {cols}x{lines}"
+    if not TITLE.match(rows[0]):
+        return "no title on the first row"
+    if sum(bool(TITLE.match(row)) for row in rows) != 1 or sum(FOOTER in row for row in rows) != 1:
+        return "the title or the footer is drawn twice"
+    if FOOTER not in rows[-1]:
+        return "the footer is not on the last row"
+    borders = {row.index(SIDE_BORDER) for row in rows[1:-3] if SIDE_BORDER in row}
+    if len(borders) > 1:
+        return f"the side pane's border is in columns {sorted(borders)}"
+    return None
+
+
 class Term:
     """One tmux server with one session `s` running `charterm` (relaunched as needed)."""
 
@@ -81,13 +109,15 @@ class Term:
             raise AssertionError(f"tmux {' '.join(args)}: {r.stderr.strip()}")
         return r.stdout
 
-    def launch(self, *args: str, model: bool = True, size=(80, 24), env: dict | None = None) -> None:
-        """Start `charterm ARGS` in the session (replacing whatever ran there before)."""
+    def launch(self, *args: str, model: bool = True, size=(80, 24), env: dict | None = None, gate=False) -> None:
+        """Start `charterm ARGS` in the session (replacing whatever ran there before); `gate`: behind
+        tests/winch_gate.py (then `pid` is the gate's; see `hold_winch`)."""
         self.runs += 1
         n = self.runs
         base = {"TERM": "xterm-256color", "CHARTERM_HOME": str(self.home), "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
-        env = {**base, **(env or {})}
+        env = {**base, **({"WINCH_GATE_STATE": str(self.dir / f"gate{n}")} if gate else {}), **(env or {})}
         argv = [str(CHARTERM), *(["--model", str(self.model)] if model else []), *args]
+        argv = [sys.executable, str(WINCH_GATE), *argv] if gate else argv
         script = self.dir / f"run{n}.sh"
         script.write_text(
             # pytest exports COLUMNS/LINES; Textual would take them as the terminal's size and ignore resizes
@@ -138,6 +168,20 @@ class Term:
             if a == b or time.monotonic() > deadline:
                 return b
             a = b
+
+    def _gate(self, sig: int, state: str) -> None:
+        path = self.dir / f"gate{self.runs}"
+        path.unlink(missing_ok=True)
+        os.kill(self.pid, sig)
+        self.wait_for(lambda: path.exists() and path.read_text() == state, 5, f"the gate {state}")
+
+    def hold_winch(self) -> None:
+        """From now on the app hears of no resize (launched with `gate`)."""
+        self._gate(signal.SIGUSR1, "held")
+
+    def free_winch(self) -> None:
+        """The app hears of the resizes since `hold_winch`, once: it reads the size its tty has now."""
+        self._gate(signal.SIGUSR2, "free")
 
     def keys(self, *keys: str) -> None:
         self.tmux("send-keys", "-t", "s", *keys)
@@ -361,15 +405,52 @@ def test_resize_mid_story(term):
     for width, height in ((100, 30), (80, 24)):
         term.tmux("resize-window", "-t", "s", "-x", str(width), "-y", str(height))
         term.wait_for(lambda h=height: len(term.capture().rstrip("\n").split("\n")) == h, 10, f"{height} rows")
-    screen = term.wait_screen(lambda s: "4 turns" in status_line(s), 30, "4 turns")
+    # tmux resizes its own screen at once but tells the app (at most one size per 250 ms) later, and a busy
+    # app takes a while to follow: until then its frames are drawn at the size it was told before
+    screen = term.wait_screen(
+        lambda s: "4 turns" in status_line(s) and drawn_whole(s, 80, 24) is None, 30, "4 turns, the app at 80x24"
+    )
     assert term.alive()
     assert "story: untitled" in screen
     text = story_of(term.home)
     assert squash(text).endswith(shown_story(screen)) and len(shown_story(screen)) > 100
     term.tmux("resize-window", "-t", "s", "-x", "100", "-y", "30")
-    screen = term.wait_screen(lambda s: len(s.rstrip("\n").split("\n")) == 30 and shown_story(s), 10, "30 rows")
-    assert shown_story(screen) == squash(text)
+    screen = term.wait_screen(
+        lambda s: drawn_whole(s, 100, 30) is None and shown_story(s) == squash(text), 10, "the story at 100x30"
+    )
     assert term.alive()
+    term.quit()
+
+
+def pane_size(term: Term) -> tuple[int, int]:
+    """The size the pane's tty tells the app (tmux sends its own size there later, at most once per 250 ms)."""
+    tty = term.tmux("display-message", "-p", "-t", "s", "#{pane_tty}").strip()
+    fd = os.open(tty, os.O_RDONLY | os.O_NOCTTY)
+    try:
+        rows, cols = struct.unpack("HHHH", fcntl.ioctl(fd, termios.TIOCGWINSZ, bytes(8)))[:2]
+    finally:
+        os.close(fd)
+    return cols, rows
+
+
+def test_a_resize_and_back_the_app_could_not_follow_redraws_the_whole_screen(term):
+    """tmux drops lines as the window shrinks and keeps them lost as it grows back; the app, hearing of the
+    two sizes only once it is back (a busy machine, a slow link), reads the size it is laid out for and
+    must still repaint it all."""
+    term.launch(size=(100, 30), gate=True)
+    term.wait_ready()
+    start_streaming(term)  # and the model writes on
+    term.hold_winch()
+    for size in ((80, 24), (100, 30)):
+        term.tmux("resize-window", "-t", "s", "-x", str(size[0]), "-y", str(size[1]))
+        term.wait_for(lambda size=size: pane_size(term) == size, 5, f"the pane's tty at {size}")
+    assert drawn_whole(term.capture(), 100, 30) is not None  # the resizes damaged the screen
+    term.free_winch()
+    term.wait_screen(lambda s: drawn_whole(s, 100, 30) is None, 10, "the whole app at 100x30")
+    term.keys("Escape")
+    term.wait_status(r"\b2 turns", 20)
+    screen = term.wait_screen(lambda s: drawn_whole(s, 100, 30) is None, 10, "the whole app after Esc")
+    assert squash(story_of(term.home)).endswith(shown_story(screen)) and len(shown_story(screen)) > 100
     term.quit()
 
 

@@ -461,3 +461,9 @@ class CharTermApp(SlashCommands, TrainingControl, App):
     def on_resize(self, event) -> None:
         if event.size.width < NARROW:
             self.query_one("#side").display = False
+        if event.size == self.screen.outer_size:
+            # Back at the size the screen is laid out for (a burst of resizes, or sizes the app was too busy
+            # to see): Textual repaints only what a new layout changes, so here nothing, yet the terminal
+            # dropped or shifted lines as it resized and frames may have landed in it at another size.
+            # Repaint it all. (A new size is repainted whole by Textual's layout at that size.)
+            self.refresh()
