@@ -21,6 +21,7 @@ COMMANDS = [
         Command(r.command, r.args, r.help, CHOICES.get(r.field, ()))
         for r in RULES
     ),
+    Command("unban", "TEXT", "let the model write TEXT again (/ban lists the bans)"),
     Command("undo", "", "go back one turn (the model's state goes back exactly; /redo brings the turn back)"),
     Command("redo", "", "go forward one turn again, to where undo came back from"),
     Command("retry", "", "write the model's last turn again, as a new version (the old one is kept)"),
@@ -103,6 +104,25 @@ def parse_words(arg: str, default: int) -> int:
     if not (arg.isdigit() and 1 <= int(arg) <= 9):
         raise UsageError(f"/next N: N is how many words to offer, 1 to 9 (got {arg!r})")
     return int(arg)
+
+
+def parse_ban(command: str, arg: str) -> str:
+    """'/ban said' -> 'said'; in double quotes as JSON (spaces at its ends, escapes): '/ban " said"' -> ' said'.
+    Unquoted, \\n is a new line and \\t a tab, as in the story's text."""
+    from charterm.settings import check_ban
+
+    if arg.startswith('"'):
+        import json
+
+        try:
+            text = json.loads(arg)
+        except ValueError:
+            raise UsageError(f'/{command} "TEXT": a text in quotes ends with a quote (got {arg})') from None
+        if not isinstance(text, str):
+            raise UsageError(f'/{command} "TEXT": one text in quotes (got {arg})')
+    else:
+        text = unescape(arg)
+    return check_ban(text, f"/{command}")
 
 
 def parse_version(arg: str) -> int:

@@ -17,7 +17,9 @@ from charterm.cli.common import (
     warn,
 )
 from charterm.errors import CharTermError, UsageError
-from charterm.settings import BY_FIELD, Settings
+from charterm.settings import BY_FIELD, MAX_BAN, MAX_BANS, Settings, check_ban
+
+BAN_HELP = f"Never write this text (case counts; 1 to {MAX_BAN} chars; repeat for more, at most {MAX_BANS})."
 
 
 @app.command()
@@ -45,14 +47,16 @@ def generate(
     retry: Annotated[
         bool, typer.Option("--retry", help="With --story: write a new version of its last model turn (the old kept).")
     ] = False,
+    ban: Annotated[list[str] | None, typer.Option("--ban", help=BAN_HELP + " With --story, its own bans too.")] = None,
 ) -> None:
     """Write the prime and its continuation to stdout, streamed as it is generated.
 
     A new story and plain `generate` start alike (as after a newline), so for one seed and
     prime they write the same text."""
 
+    bans = _check_bans(ban)
     try:
-        settings = Settings(top_k=top_k, temperature=temperature, chars=chars, stop_at=stop.value, seed=seed)
+        settings = Settings(top_k=top_k, temperature=temperature, chars=chars, stop_at=stop.value, seed=seed, bans=bans)
     except UsageError as e:  # the rule names the setting ("chars must be ..."); here it is an option
         raise UsageError(f"--{e}") from None
     prime = _read_prime(prime, prime_file)
@@ -72,6 +76,16 @@ def generate(
         _feed_prime(session, prime)
     sys.stdout.write(prime)
     _stream(session)
+    for notice in session.notices:
+        warn(notice)
+
+
+def _check_bans(given: list[str] | None, more: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The --ban texts (after `more`, a story's own), each checked, without repeats."""
+    bans = tuple(dict.fromkeys([*more, *(check_ban(t, "--ban") for t in given or ())]))
+    if len(bans) > MAX_BANS:
+        raise UsageError(f"--ban: at most {MAX_BANS} banned texts (got {len(bans)})")
+    return bans
 
 
 def _read_prime(prime: str | None, prime_file: Path | None) -> str:
@@ -129,9 +143,10 @@ def _continue_story(name, model, prime, settings, precision, adapt: bool | None,
         warn(notice)
     loaded = load_model_or_default(path)
     story = existing or store.open(name)
-    own = Settings.from_dict(story.settings).adapt
-    session = Session(loaded, store, story, settings=settings.replace(adapt=own), precision=precision)
-    if adapt is not None and adapt != own:
+    own = Settings.from_dict(story.settings)
+    settings = settings.replace(adapt=own.adapt, bans=_check_bans(list(settings.bans), own.bans))
+    session = Session(loaded, store, story, settings=settings, precision=precision)
+    if adapt is not None and adapt != own.adapt:
         session.update_settings(adapt=adapt)
     for notice in session.notices:
         warn(notice)
@@ -164,6 +179,10 @@ def next_(
     words: Annotated[int, typer.Option(help="How many words to show, 1 to 9.")] = 5,
     as_json: Annotated[bool, typer.Option("--json", help='Print [{"text": ..., "p": ...}, ...].')] = False,
     model: Annotated[Path | None, typer.Option(help="Model file. [default: the story's, else the shipped one]")] = None,
+    ban: Annotated[
+        list[str] | None,
+        typer.Option("--ban", help=BAN_HELP + " No word offered completes one; with --story, its own too."),
+    ] = None,
 ) -> None:
     """The words the model would most likely write next, each with its probability (the chance
     that its next word is exactly that one: a leading space is part of it, the space after is not)."""
@@ -176,8 +195,11 @@ def next_(
     import torch
 
     torch.set_num_threads(1)  # a beam of a few rows: as fast as two threads alone, far faster on a busy CPU
+    bans = _check_bans(ban)
     prime = _read_prime(prime, None)
     session = _read_only_session(story, model)
+    if bans:
+        session.update_settings(bans=_check_bans(list(bans), session.settings.bans))
     if prime:
         _feed_prime(session, prime)
     found = session.next_words(words)

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from charterm.engine import candidates
+from charterm.engine.bans import Bans
 from charterm.engine.checkpoint import LoadedModel, pack_state, unpack_state
 from charterm.engine.model import State
 from charterm.engine.sampling import Stepper, run_ids
@@ -87,6 +88,15 @@ class Session:
     @property
     def text(self) -> str:
         return "".join(t.text for t in self.turns)
+
+    def text_before(self, bans) -> str:
+        """The end of the story a banned text could begin in: as long as the longest of `bans`."""
+        longest, out = max(map(len, bans), default=0), ""
+        for t in reversed(self.turns):
+            if len(out) >= longest:
+                break
+            out = t.text + out
+        return out[len(out) - longest :] if longest else ""
 
     @property
     def name(self) -> str | None:
@@ -422,7 +432,9 @@ class Session:
             model = self.learner.adapter.model if adapted else self.loaded.model
             stepper = writer if writer.precision == "fp32" else Stepper(model, "fp32")
             state = self.adapted_state() if adapted else self.state
-            return candidates.next_words(stepper, self.loaded.vocab, state, n)
+            bans = Bans(self.settings.bans)
+            before = self.text_before(self.settings.bans)
+            return candidates.next_words(stepper, self.loaded.vocab, state, n, bans=bans, before=before)
 
     def append_model_text(self, text: str) -> list[float]:
         """A model's turn of given text (a word the person picked from `next_words`): run it
