@@ -285,6 +285,48 @@ def case_next_words(data, n):
     return float(np.median(times))
 
 
+COMMON_BANS = ["the", "and", "said", "Levin", "was"]
+
+
+def _story_session(text, precision="int8", bans=()):
+    """A session on the shipped model (no store, no adaptation) after 2,000 chars of the book."""
+    from charterm.engine.checkpoint import load_model
+    from charterm.settings import Settings
+    from charterm.story.session import Session
+
+    torch.set_num_threads(1)  # as the worker writes
+    loaded = load_model(ROOT / "models" / "anna.safetensors")
+    session = Session(loaded, settings=Settings(seed=1, adapt=False, bans=tuple(bans)), precision=precision)
+    session.append_person_turn(text[100_000:102_000])
+    return session
+
+
+def case_choices(data, n, k):
+    """Seconds to write n chars in each of k continuations at once (k = 1: one `Continuation`)."""
+    session = _story_session(load(data)[0])
+    session.continue_(50).run()  # warm up
+    t0 = time.perf_counter()
+    if k == 1:
+        session.continue_(n).run()
+    else:
+        session.choices(k, n).run()
+    return time.perf_counter() - t0
+
+
+def case_bans(data, n, bans):
+    """chars/s of one continuation of n chars with the first `bans` of COMMON_BANS banned, and rewinds per
+    1,000 chars."""
+    session = _story_session(load(data)[0], bans=COMMON_BANS[:bans])
+    session.continue_(50).run()
+    cont = session.continue_(n)
+    t0 = time.perf_counter()
+    text = "".join(cont)
+    seconds = time.perf_counter() - t0
+    rewinds = getattr(cont._gen, "row", None)
+    per_1000 = 1000 * rewinds.rewinds / len(text) if rewinds else 0.0
+    return {"chars_per_s": len(text) / seconds, "rewinds_per_1000": per_1000, "chars": len(text)}
+
+
 def case_help():
     exe = Path(sys.executable).parent / "charterm"
     times = []
@@ -345,6 +387,22 @@ def main():
         fmt = "{:,.2f}" if "seconds" in what else "{:,.0f}"
         print(f"| {what} | {fmt.format(nb)} | {fmt.format(ct)} | {up:.1f}x |")
     print(f"| `charterm --help` (seconds, best of 5) | | {help_s:.3f} | |")
+    choices_table(gen_n, rounds)
+
+
+def choices_table(n, rounds):
+    """K continuations at once against one, and bans against none (charterm only; the best of `rounds`)."""
+    one = min(run_case(["choices", str(n), "1"]) for _ in range(rounds))
+    print(f"\n| {n:,} chars a continuation, int8, one thread | seconds | against one |")
+    print("|---|---:|---:|")
+    print(f"| 1 continuation | {one:.2f} | 1.00x |")
+    for k in (3, 8):
+        t = min(run_case(["choices", str(n), str(k)]) for _ in range(rounds))
+        print(f"| {k} choices at once | {t:.2f} | {t / one:.2f}x |")
+    for bans in (0, 5):
+        r = max((run_case(["bans", str(n), str(bans)]) for _ in range(rounds)), key=lambda r: r["chars_per_s"])
+        rate, rewinds = r["chars_per_s"], r["rewinds_per_1000"]
+        print(f"| {bans} bans | {rate:,.0f} chars/s | {rewinds:.1f} rewinds per 1,000 chars |")
 
 
 if __name__ == "__main__":

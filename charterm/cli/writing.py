@@ -48,12 +48,23 @@ def generate(
         bool, typer.Option("--retry", help="With --story: write a new version of its last model turn (the old kept).")
     ] = False,
     ban: Annotated[list[str] | None, typer.Option("--ban", help=BAN_HELP + " With --story, its own bans too.")] = None,
+    choices: Annotated[
+        int | None,
+        typer.Option(
+            help="Write K continuations at once (2 to 9), each under a heading; with --story, kept as versions of "
+            "one turn, the first shown."
+        ),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help='With --choices: print {"prime": ..., "choices": [{"text": ...}, ...]}.')
+    ] = False,
 ) -> None:
     """Write the prime and its continuation to stdout, streamed as it is generated.
 
     A new story and plain `generate` start alike (as after a newline), so for one seed and
     prime they write the same text."""
 
+    _check_choices(choices, as_json)
     bans = _check_bans(ban)
     try:
         settings = Settings(top_k=top_k, temperature=temperature, chars=chars, stop_at=stop.value, seed=seed, bans=bans)
@@ -65,7 +76,7 @@ def generate(
 
         if retry and prime:
             raise UsageError("--retry writes the last model turn again; it takes no --prime")
-        _continue_story(check_name(story), model, prime, settings, precision.value, adapt, retry)
+        _continue_story(check_name(story), model, prime, settings, precision.value, adapt, retry, choices, as_json)
         return
     if adapt is not None or retry:
         raise UsageError("--adapt, --no-adapt and --retry go with --story NAME")
@@ -74,10 +85,46 @@ def generate(
     session = Session(load_model_or_default(model), settings=settings, precision=precision.value)
     if prime:
         _feed_prime(session, prime)
-    sys.stdout.write(prime)
-    _stream(session)
+    if choices:
+        _write_choices(session, choices, prime, as_json)
+    else:
+        sys.stdout.write(prime)
+        _stream(session)
     for notice in session.notices:
         warn(notice)
+
+
+def _check_choices(choices: int | None, as_json: bool) -> None:
+    from charterm.story.choices import check_choices
+
+    if choices is not None:
+        try:
+            check_choices(choices)
+        except UsageError as e:
+            raise UsageError(f"--{e}") from None
+    elif as_json:
+        raise UsageError("--json goes with --choices K")
+
+
+def _write_choices(session, k: int, prime: str, as_json: bool, retry: bool = False) -> None:
+    """K continuations at once, printed when all are written: each under a heading, or as JSON."""
+    import torch
+
+    torch.set_num_threads(1)
+    if retry and session.turns and session.turns[-1].author == "model":
+        session.undo()
+    with session.choices(k) as written:
+        for _ in written:
+            pass
+    texts = [written.text(r) for r in range(k)]
+    if as_json:
+        print(json.dumps({"prime": prime, "choices": [{"text": t} for t in texts]}, ensure_ascii=False))
+        return
+    out = [prime + "\n"] if prime else []
+    for i, text in enumerate(texts, 1):
+        out.append(f"--- choice {i} of {k} ---\n{text}\n")
+    sys.stdout.write("".join(out))
+    sys.stdout.flush()
 
 
 def _check_bans(given: list[str] | None, more: tuple[str, ...] = ()) -> tuple[str, ...]:
@@ -132,7 +179,7 @@ def _stream(session, retry: bool = False) -> None:
     out.flush()
 
 
-def _continue_story(name, model, prime, settings, precision, adapt: bool | None, retry: bool = False) -> None:
+def _continue_story(name, model, prime, settings, precision, adapt, retry=False, choices=None, as_json=False) -> None:
     from charterm.story.session import Session, model_path_for
     from charterm.story.store import Store
 
@@ -152,15 +199,31 @@ def _continue_story(name, model, prime, settings, precision, adapt: bool | None,
         warn(notice)
     if prime:
         _feed_prime(session, prime)
-    _stream(session, retry)
+    if choices:
+        _write_choices(session, choices, prime, as_json, retry)
+        _say_versions(session, name, choices)
+    else:
+        _stream(session, retry)
     session.save_adaptation()
-    if retry:
+    if retry and not choices:
         k, n = session.versions()
         print(f"version {k}/{n} of the last turn (`stories show {name!r} --tree` lists them)", file=sys.stderr)
     for notice in session.notices:
         warn(notice)
     store.set_last_story(name)
     store.close()
+
+
+def _say_versions(session, name: str, k: int) -> None:
+    if not session.turns or session.turns[-1].author != "model":
+        return
+    first, n = session.versions()
+    kept = n - first + 1
+    print(
+        f"the {kept} choices are versions {first}-{n} of the turn; the story shows version {first} "
+        f"(`stories show {name!r} --tree` lists them)" if kept > 1 else f"one choice wrote something: version {first}",
+        file=sys.stderr,
+    )
 
 
 # --- next ----------------------------------------------------------------------------------------

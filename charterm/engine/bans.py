@@ -78,13 +78,24 @@ class Bans:
         return [t for t in self.texts if t in text]
 
 
+Layers = list[list[torch.Tensor]]  # a Stepper state: per layer [h, c] (or [h])
+LayersRef = Layers | tuple[Layers, int, torch.Tensor]  # a row's state, or row b of a batch's (and its logits)
+
+
+def _layers(ref: LayersRef) -> Layers:
+    if isinstance(ref, tuple):
+        batch, b, _ = ref
+        return [[t[b : b + 1] for t in layer] for layer in batch]
+    return ref
+
+
 @dataclass
 class _Held:
     """A char written and not yet taken, with everything needed to write another one in its place."""
 
     id: int
     p: float  # the model's probability of it (temperature 1, all chars)
-    layers: list[list[torch.Tensor]]  # the Stepper state before it
+    layers: LayersRef  # the Stepper state before it
     logits: torch.Tensor  # the logits before it
     match: str  # the matcher's state before it
     ruled_out: frozenset[int]  # chars ruled out at its place
@@ -100,7 +111,7 @@ class BanFilter:
         chars: list[str],
         sampler: CharSampler,
         logits: torch.Tensor,
-        layers: list[list[torch.Tensor]],
+        layers: LayersRef,
         before: str = "",
     ):
         self.bans, self.chars, self.sampler = bans, chars, sampler
@@ -122,23 +133,29 @@ class BanFilter:
     def choose(self) -> int | None:
         """The next char to write (the model's, among those not ruled out here); None once the row
         has ended (then every held char may be shown: none completes a banned text)."""
-        if self.ended is not None:
-            return None
-        if len(self.ruled_out - self._never) >= self._choosable:
-            self._end(NOTHING_LEFT)
+        if not self.can_write():
             return None
         logits = self.logits
         if self.ruled_out:
             logits = logits.clone()
             logits[list(self.ruled_out)] = -math.inf
         nxt = self.sampler(logits)
-        p = float(torch.softmax(self.logits, 0)[nxt])
+        self.wrote(nxt, float(torch.softmax(self.logits, 0)[nxt]))
+        return nxt
+
+    def can_write(self) -> bool:
+        """Whether the row goes on: something is left to choose here (else it ends)."""
+        if self.ended is None and len(self.ruled_out - self._never) >= self._choosable:
+            self._end(NOTHING_LEFT)
+        return self.ended is None
+
+    def wrote(self, nxt: int, p: float) -> None:
+        """The char chosen to write next (`p`: the model's probability of it), held until it is let out."""
         self.held.append(_Held(nxt, p, self.layers, self.logits, self.match, self.ruled_out))
         self.ruled_out = frozenset()
         self.written += 1
-        return nxt
 
-    def accept(self, logits: torch.Tensor, layers: list[list[torch.Tensor]]) -> None:
+    def accept(self, logits: torch.Tensor, layers: LayersRef) -> None:
         """The state after the char `choose` gave: keep it, or go back if it completes a banned text."""
         last = self.held[-1]
         self.logits, self.layers = logits.reshape(-1), layers
@@ -176,27 +193,59 @@ class BanFilter:
         return h.id, h.p
 
     @property
-    def layers_taken(self) -> list[list[torch.Tensor]]:
+    def layers_taken(self) -> Layers:
         """The Stepper state after the chars taken (those held are not in it)."""
-        return self.held[0].layers if self.held else self.layers
+        return _layers(self.held[0].layers if self.held else self.layers)
 
 
 def step_rows(stepper: Stepper, rows: list[BanFilter]) -> None:
-    """One char for each row that goes on, all in one batched Stepper step."""
-    going = [(row, i) for row in rows if (i := row.choose()) is not None]
+    """One char for each row that goes on, all in one batched Stepper step. Rows that stepped together
+    last time and did not go back keep their batch as it is (no copying)."""
+    if len(rows) == 1:
+        row = rows[0]
+        if row.choose() is not None:
+            layers = [list(layer) for layer in _layers(row.layers)]  # the step replaces them: the held keep the old
+            row.accept(stepper.step(torch.tensor([row.held[-1].id]), layers)[0], layers)
+        return
+    going = [row for row in rows if row.can_write()]
     if not going:
         return
-    ids = torch.tensor([i for _, i in going])
-    if len(going) == 1:
-        row = going[0][0]
-        layers = [list(layer) for layer in row.layers]  # the step replaces them: the held chars keep the old
-        row.accept(stepper.step(ids, layers)[0], layers)
-        return
-    shape = [len(layer) for layer in going[0][0].layers]
-    layers = [[torch.cat([row.layers[k][j] for row, _ in going]) for j in range(n)] for k, n in enumerate(shape)]
-    logits = stepper.step(ids, layers)
-    for b, (row, _) in enumerate(going):
-        row.accept(logits[b], [[t[b : b + 1] for t in layer] for layer in layers])
+    last = going[0].layers
+    if isinstance(last, tuple) and last[0][0][0].shape[0] == len(going) and all(
+        isinstance(r.layers, tuple) and r.layers[0] is last[0] and r.layers[1] == b for b, r in enumerate(going)
+    ):
+        layers, logits = [list(layer) for layer in last[0]], last[2]
+    else:
+        each = [_layers(row.layers) for row in going]
+        layers = [[torch.cat([e[k][j] for e in each]) for j in range(len(each[0][k]))] for k in range(len(each[0]))]
+        logits = torch.stack([row.logits for row in going])
+    ids = _choose_rows(going, logits)
+    logits = stepper.step(torch.tensor(ids), layers)
+    for b, row in enumerate(going):
+        row.accept(logits[b], (layers, b, logits))
+
+
+def _choose_rows(rows: list[BanFilter], logits: torch.Tensor) -> list[int]:
+    """Each row's next char, drawn by its own sampler as `choose` would (`logits`: the rows' own, stacked),
+    with the tensor work done once."""
+    masked = logits
+    if any(row.ruled_out or row.sampler.banned is not None for row in rows):
+        masked = logits.clone()
+        for b, row in enumerate(rows):
+            if row.ruled_out:
+                masked[b, list(row.ruled_out)] = -math.inf
+            if row.sampler.banned is not None:
+                masked[b, row.sampler.banned] = -math.inf
+    first = rows[0].sampler
+    if first.temperature == 0 or any(r.sampler.top_k != first.top_k for r in rows):
+        ids = [row.sampler(masked[b]) for b, row in enumerate(rows)]
+    else:
+        values, idx = masked.topk(first.k(masked.shape[1]), 1)
+        ids = [row.sampler.draw(v, i) for row, v, i in zip(rows, values.tolist(), idx.tolist(), strict=True)]
+    probs = torch.softmax(logits, 1).tolist()  # the model's own (temperature 1, all chars)
+    for row, nxt, p in zip(rows, ids, probs, strict=True):
+        row.wrote(nxt, p[nxt])
+    return ids
 
 
 class BannedGeneration:

@@ -24,6 +24,7 @@ from charterm.engine.text import FoldReport
 from charterm.errors import UsageError
 from charterm.settings import STOP_AT, Settings  # noqa: F401 (re-exported)
 from charterm.story import learning
+from charterm.story.choices import Choices
 from charterm.story.continuation import DRAFT_EVERY, WORD_SLACK, Continuation  # noqa: F401 (re-exported)
 from charterm.story.learning import READ_CHARS, Learner, one_thread, relearn_since
 from charterm.story.store import MODEL, PERSON, Store, Story, StoryChanged, Turn, owner_alive
@@ -169,6 +170,14 @@ class Session:
             self.sync()
             seed = self._rng.getrandbits(32) if self.settings.seed is not None else int.from_bytes(os.urandom(4))
             return Continuation(self, self.settings.chars if chars is None else chars, seed, whole_words)
+
+    def choices(self, k: int, chars: int | None = None, whole_words: bool = False) -> "Choices":
+        """K (2-9) continuations of the model's turn at once (charterm.story.choices); `close()` keeps them as
+        versions of one turn, the first shown."""
+        with self._lock:
+            self.sync()
+            seed = self._rng.getrandbits(32) if self.settings.seed is not None else int.from_bytes(os.urandom(4))
+            return Choices(self, k, self.settings.chars if chars is None else chars, seed, whole_words)
 
     def undo(self) -> Turn | None:
         """Go back one turn: the story is the path to the turn before, with exactly the state (and
