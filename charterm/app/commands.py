@@ -28,6 +28,9 @@ COMMANDS = [
     Command("version", "prev|next", "show the previous or next version of the last turn", ("prev", "next")),
     Command("fork", "[N]", "the story's turns (N: go to turn N, 0: before the first); what you write next branches"),
     Command("edit", "[N]", "turn N (no N: your last) in the prompt: Enter saves it as a new version, Esc cancels"),
+    Command(
+        "choices", "[K]", "the model writes K (2-9, else 3) continuations at once: 1-K or arrows+Enter picks one"
+    ),
     Command("next", "[N]", "the N (1-9, else 5) words the model would most likely write next: 1-9 or Enter picks"),
     Command(
         "shade",
@@ -61,6 +64,7 @@ KEYS = [
     ("Alt+Left/Right", "the previous/next version of the last turn"),
     ("Ctrl+F", "fork: the story's turns, Enter goes to one (what you write next branches there)"),
     ("Ctrl+N", "the words the model would write next: 1-9 or arrows+Enter picks one, Esc closes"),
+    ("Ctrl+O", "choices: the model writes several continuations at once, 1-9 or arrows+Enter picks one, Esc stops"),
     ("Ctrl+T", "start training (Ctrl+T again: cancel it)"),
     ("Ctrl+L", "switch to the model training just improved"),
     ("Ctrl+B", "show or hide the side pane"),
@@ -123,6 +127,15 @@ def parse_ban(command: str, arg: str) -> str:
     else:
         text = unescape(arg)
     return check_ban(text, f"/{command}")
+
+
+def parse_choices(arg: str, default: int) -> int:
+    """'/choices 4' -> 4: how many continuations to write at once, 2 to 9 (no argument: `default`)."""
+    if not arg:
+        return default
+    if not (arg.isdigit() and 2 <= int(arg) <= 9):
+        raise UsageError(f"/choices K: K is how many continuations to write at once, 2 to 9 (got {arg!r})")
+    return int(arg)
 
 
 def parse_version(arg: str) -> int:

@@ -58,6 +58,9 @@ class SlashCommands:
         elif name == "next":
             self.next_count = commands.parse_words(arg, self.next_count)
             self.action_next_words()
+        elif name == "choices":
+            self.choices_count = commands.parse_choices(arg, self.choices_count)
+            self.action_choices()
         elif name == "shade":
             self._set_shade(arg)
         elif name == "story":
