@@ -313,6 +313,21 @@ def case_choices(data, n, k):
     return time.perf_counter() - t0
 
 
+def case_choices_steps(data, n, rounds):
+    """In one process: us per char of one continuation of n chars, and per step of 3 and 8 choices at
+    once, the three taking turns `rounds` times, the best of each."""
+    session = _story_session(load(data)[0])
+    runs = {1: [], 3: [], 8: []}
+    for _ in range(rounds):
+        for k, times in runs.items():
+            t0 = time.perf_counter()
+            (session.continue_(n) if k == 1 else session.choices(k, n)).run()
+            times.append(time.perf_counter() - t0)
+            session.undo()  # the same place each time
+    best = {k: 1e6 * min(times) / n for k, times in runs.items()}
+    return {"us_per_step": best, "3x": best[3] / best[1], "8x": best[8] / best[1]}
+
+
 def case_bans(data, n, bans):
     """chars/s of one continuation of n chars with the first `bans` of COMMON_BANS banned, and rewinds per
     1,000 chars."""
@@ -322,9 +337,10 @@ def case_bans(data, n, bans):
     t0 = time.perf_counter()
     text = "".join(cont)
     seconds = time.perf_counter() - t0
-    rewinds = getattr(cont._gen, "row", None)
-    per_1000 = 1000 * rewinds.rewinds / len(text) if rewinds else 0.0
-    return {"chars_per_s": len(text) / seconds, "rewinds_per_1000": per_1000, "chars": len(text)}
+    row = getattr(cont._gen, "row", None)  # a BannedGeneration's: its rewinds, and the chars written in all
+    per_1000 = 1000 * row.rewinds / len(text) if row else 0.0
+    written = row.written / len(text) if row else 1.0
+    return {"chars_per_s": len(text) / seconds, "rewinds_per_1000": per_1000, "written_per_shown": written}
 
 
 def case_help():
@@ -350,6 +366,7 @@ def main():
     ap.add_argument("--quick", action="store_true", help="fewer steps and chars")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved repeats; the best of each is shown")
     ap.add_argument("--case", nargs="+")
+    ap.add_argument("--choices", action="store_true", help="only the table of choices and bans")
     args = ap.parse_args()
     if args.case:
         name, *rest = args.case
@@ -359,6 +376,9 @@ def main():
         return
     steps, gen_n, prime_n = (4, 500, 5000) if args.quick else (12, 3000, 20000)
     rounds = 1 if args.quick else args.rounds
+    if args.choices:
+        choices_table(gen_n, rounds)
+        return
     rows = []
 
     def best(case_args):  # interleaved rounds, best of each: this VM's speed drifts by 10-20%
@@ -391,19 +411,25 @@ def main():
 
 
 def choices_table(n, rounds):
-    """K continuations at once against one, and bans against none (charterm only; the best of `rounds`)."""
-    one = min(run_case(["choices", str(n), "1"]) for _ in range(rounds))
+    """K continuations at once against one, and bans against none (charterm only). The cases take turns,
+    `rounds` times; each row is the best of its runs (a shared machine's speed drifts)."""
+    cases = [["choices", str(n), "1"], ["choices", str(n), "3"], ["choices", str(n), "8"]]
+    cases += [["bans", str(n), "0"], ["bans", str(n), "5"]]
+    runs = [[] for _ in cases]
+    for _ in range(rounds):
+        for i, case in enumerate(cases):
+            runs[i].append(run_case(case))
+    one, three, eight = (min(r) for r in runs[:3])
     print(f"\n| {n:,} chars a continuation, int8, one thread | seconds | against one |")
     print("|---|---:|---:|")
-    print(f"| 1 continuation | {one:.2f} | 1.00x |")
-    for k in (3, 8):
-        t = min(run_case(["choices", str(n), str(k)]) for _ in range(rounds))
-        print(f"| {k} choices at once | {t:.2f} | {t / one:.2f}x |")
-    for bans in (0, 5):
-        r = max((run_case(["bans", str(n), str(bans)]) for _ in range(rounds)), key=lambda r: r["chars_per_s"])
-        rate, rewinds = r["chars_per_s"], r["rewinds_per_1000"]
-        print(f"| {bans} bans | {rate:,.0f} chars/s | {rewinds:.1f} rewinds per 1,000 chars |")
-
+    for what, t in (("1 continuation", one), ("3 choices at once", three), ("8 choices at once", eight)):
+        print(f"| {what} | {t:.2f} | {t / one:.2f}x |")
+    for bans, results in ((0, runs[3]), (5, runs[4])):
+        best = max(results, key=lambda r: r["chars_per_s"])
+        rate, rewinds, written = best["chars_per_s"], best["rewinds_per_1000"], best["written_per_shown"]
+        names = ", ".join(COMMON_BANS[:bans]) or "none"
+        print(f"| {bans} bans ({names}) | {rate:,.0f} chars/s | {rewinds:.1f} rewinds and {written:.3f} chars written "
+              "per char kept |")
 
 if __name__ == "__main__":
     main()
