@@ -285,6 +285,64 @@ def case_next_words(data, n):
     return float(np.median(times))
 
 
+COMMON_BANS = ["the", "and", "said", "Levin", "was"]
+
+
+def _story_session(text, precision="int8", bans=()):
+    """A session on the shipped model (no store, no adaptation) after 2,000 chars of the book."""
+    from charterm.engine.checkpoint import load_model
+    from charterm.settings import Settings
+    from charterm.story.session import Session
+
+    torch.set_num_threads(1)  # as the worker writes
+    loaded = load_model(ROOT / "models" / "anna.safetensors")
+    session = Session(loaded, settings=Settings(seed=1, adapt=False, bans=tuple(bans)), precision=precision)
+    session.append_person_turn(text[100_000:102_000])
+    return session
+
+
+def case_choices(data, n, k):
+    """Seconds to write n chars in each of k continuations at once (k = 1: one `Continuation`)."""
+    session = _story_session(load(data)[0])
+    session.continue_(50).run()  # warm up
+    t0 = time.perf_counter()
+    if k == 1:
+        session.continue_(n).run()
+    else:
+        session.choices(k, n).run()
+    return time.perf_counter() - t0
+
+
+def case_choices_steps(data, n, rounds):
+    """In one process: us per char of one continuation of n chars, and per step of 3 and 8 choices at
+    once, the three taking turns `rounds` times, the best of each."""
+    session = _story_session(load(data)[0])
+    runs = {1: [], 3: [], 8: []}
+    for _ in range(rounds):
+        for k, times in runs.items():
+            t0 = time.perf_counter()
+            (session.continue_(n) if k == 1 else session.choices(k, n)).run()
+            times.append(time.perf_counter() - t0)
+            session.undo()  # the same place each time
+    best = {k: 1e6 * min(times) / n for k, times in runs.items()}
+    return {"us_per_step": best, "3x": best[3] / best[1], "8x": best[8] / best[1]}
+
+
+def case_bans(data, n, bans):
+    """chars/s of one continuation of n chars with the first `bans` of COMMON_BANS banned, and rewinds per
+    1,000 chars."""
+    session = _story_session(load(data)[0], bans=COMMON_BANS[:bans])
+    session.continue_(50).run()
+    cont = session.continue_(n)
+    t0 = time.perf_counter()
+    text = "".join(cont)
+    seconds = time.perf_counter() - t0
+    row = getattr(cont._gen, "row", None)  # a BannedGeneration's: its rewinds, and the chars written in all
+    per_1000 = 1000 * row.rewinds / len(text) if row else 0.0
+    written = row.written / len(text) if row else 1.0
+    return {"chars_per_s": len(text) / seconds, "rewinds_per_1000": per_1000, "written_per_shown": written}
+
+
 def case_help():
     exe = Path(sys.executable).parent / "charterm"
     times = []
@@ -308,6 +366,7 @@ def main():
     ap.add_argument("--quick", action="store_true", help="fewer steps and chars")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved repeats; the best of each is shown")
     ap.add_argument("--case", nargs="+")
+    ap.add_argument("--choices", action="store_true", help="only the table of choices and bans")
     args = ap.parse_args()
     if args.case:
         name, *rest = args.case
@@ -317,6 +376,9 @@ def main():
         return
     steps, gen_n, prime_n = (4, 500, 5000) if args.quick else (12, 3000, 20000)
     rounds = 1 if args.quick else args.rounds
+    if args.choices:
+        choices_table(gen_n, rounds)
+        return
     rows = []
 
     def best(case_args):  # interleaved rounds, best of each: this VM's speed drifts by 10-20%
@@ -345,7 +407,29 @@ def main():
         fmt = "{:,.2f}" if "seconds" in what else "{:,.0f}"
         print(f"| {what} | {fmt.format(nb)} | {fmt.format(ct)} | {up:.1f}x |")
     print(f"| `charterm --help` (seconds, best of 5) | | {help_s:.3f} | |")
+    choices_table(gen_n, rounds)
 
+
+def choices_table(n, rounds):
+    """K continuations at once against one, and bans against none (charterm only). The cases take turns,
+    `rounds` times; each row is the best of its runs (a shared machine's speed drifts)."""
+    cases = [["choices", str(n), "1"], ["choices", str(n), "3"], ["choices", str(n), "8"]]
+    cases += [["bans", str(n), "0"], ["bans", str(n), "5"]]
+    runs = [[] for _ in cases]
+    for _ in range(rounds):
+        for i, case in enumerate(cases):
+            runs[i].append(run_case(case))
+    one, three, eight = (min(r) for r in runs[:3])
+    print(f"\n| {n:,} chars a continuation, int8, one thread | seconds | against one |")
+    print("|---|---:|---:|")
+    for what, t in (("1 continuation", one), ("3 choices at once", three), ("8 choices at once", eight)):
+        print(f"| {what} | {t:.2f} | {t / one:.2f}x |")
+    for bans, results in ((0, runs[3]), (5, runs[4])):
+        best = max(results, key=lambda r: r["chars_per_s"])
+        rate, rewinds, written = best["chars_per_s"], best["rewinds_per_1000"], best["written_per_shown"]
+        names = ", ".join(COMMON_BANS[:bans]) or "none"
+        print(f"| {bans} bans ({names}) | {rate:,.0f} chars/s | {rewinds:.1f} rewinds and {written:.3f} chars written "
+              "per char kept |")
 
 if __name__ == "__main__":
     main()

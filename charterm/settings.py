@@ -4,6 +4,7 @@ Every front-end parses and checks a setting here: the slash commands (`/topk 5`)
 pane's fields, `charterm generate`'s options and the worker that applies them. No torch.
 """
 
+import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 
@@ -12,6 +13,8 @@ from charterm.errors import UsageError
 STOP_AT = ("none", "sentence", "paragraph")
 MAX_CHARS = 1_000_000
 MAX_TEMPERATURE = 10.0
+MAX_BAN = 100  # chars in one banned text
+MAX_BANS = 100  # banned texts per story
 
 
 def _whole(raw: str) -> int:
@@ -31,6 +34,32 @@ def _on_off(raw: str) -> bool:
     if value is None:
         raise ValueError(raw)
     return value
+
+
+def check_ban(text: object, where: str = "ban") -> str:
+    """One banned text: 1 to MAX_BAN chars (any, spaces and new lines too; case counts)."""
+    if not isinstance(text, str) or not text:
+        raise UsageError(f"{where}: a banned text needs at least one char")
+    if len(text) > MAX_BAN:
+        raise UsageError(f"{where}: a banned text can be at most {MAX_BAN} chars (got {len(text):,})")
+    return text
+
+
+def _bans_ok(value: object) -> bool:
+    if not isinstance(value, list | tuple) or len(value) > MAX_BANS or len(set(value)) != len(value):
+        return False
+    try:
+        return all(check_ban(t) for t in value)
+    except UsageError:
+        return False
+
+
+def _bans(raw: str) -> tuple[str, ...]:
+    """A list of texts as JSON (what the app sends; the store keeps settings as JSON too)."""
+    value = json.loads(raw)
+    if not isinstance(value, list):
+        raise ValueError(raw)
+    return tuple(value)
 
 
 @dataclass(frozen=True)
@@ -85,6 +114,11 @@ RULES = (
         "learn the story's text as it grows (reset: forget what was learned)", _on_off,
         lambda v: isinstance(v, bool), "on or off",
     ),
+    Rule(
+        "bans", "ban", "bans", "[TEXT]",
+        "never let the model write TEXT (case counts; in quotes for spaces at its ends); no TEXT: list the bans",
+        _bans, _bans_ok, f"a list of at most {MAX_BANS} different texts of 1 to {MAX_BAN} chars",
+    ),
 )
 BY_FIELD = {r.field: r for r in RULES}
 BY_COMMAND = {r.command: r for r in RULES}
@@ -120,7 +154,7 @@ def parse_setting(key: str, raw: str) -> tuple[str, object]:
 
 @dataclass(frozen=True)
 class Settings:
-    """top-k, temperature, chars per turn, where a turn may end early, the seed, and adaptation."""
+    """top-k, temperature, chars per turn, where a turn may end early, the seed, adaptation, and the bans."""
 
     top_k: int = 5
     temperature: float = 1.0
@@ -128,13 +162,15 @@ class Settings:
     stop_at: str = "none"
     seed: int | None = None  # fixed seed: the same story gets the same text
     adapt: bool = True  # the model learns the person's turns (charterm.story.learning)
+    bans: tuple[str, ...] = ()  # texts the model never writes (charterm.engine.bans)
 
     def __post_init__(self) -> None:
         for f in fields(self):
             check(BY_FIELD[f.name], getattr(self, f.name))
+        object.__setattr__(self, "bans", tuple(self.bans))
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "bans": list(self.bans)}
 
     def replace(self, **changes) -> "Settings":
         return Settings(**{**self.to_dict(), **changes})

@@ -293,6 +293,7 @@ def test_setting_commands_update_the_panel_and_the_store(home, tiny_model):
         assert panel_values(app) == {"top_k": "3", "temperature": "0.5", "chars": "50", "stop_at": "sentence"}
         assert "adapting: off (/adapt on)" in card_text(app)
         want = {"top_k": 3, "temperature": 0.5, "chars": 50, "stop_at": "sentence", "seed": None, "adapt": False}
+        want["bans"] = []  # every setting is saved, the bans too
         assert app.snapshot.settings == want
         assert stored_settings() == want
         assert app.errors() == []

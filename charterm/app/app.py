@@ -24,6 +24,7 @@ from textual.widgets import Footer, Static
 
 from charterm.app import commands
 from charterm.app.notices import NoticeBand, ShowNotice
+from charterm.app.choice_list import ChoiceList
 from charterm.app.palette import CharTermCommands
 from charterm.app.preferences import InputHistory, load_preferences
 from charterm.app.screens import ForkScreen, HelpScreen, welcome_text
@@ -75,6 +76,7 @@ class CharTermApp(SlashCommands, TrainingControl, App):
         Binding("alt+right", "version(1)", "Version after", show=False, priority=True),
         Binding("ctrl+f", "fork", "Fork", show=False, priority=True),
         Binding("ctrl+n", "next_words", "Next", priority=True),
+        Binding("ctrl+o", "choices", "Choices", show=False, priority=True),  # Ctrl+K is the prompt's kill-line
         Binding("ctrl+t", "train", "Train", priority=True),
         Binding("ctrl+l", "load_trained", "Load trained", show=False, priority=True),
         Binding("ctrl+b", "toggle_side", "Side", priority=True),
@@ -116,6 +118,7 @@ class CharTermApp(SlashCommands, TrainingControl, App):
         self._last_turn_start = 0  # where the story's last turn starts (the one being written, while it is)
         self._turn_ended = True  # the next text appended starts a turn
         self.next_count = 5  # how many next words Ctrl+N offers (/next N sets it)
+        self.choices_count = 3  # how many continuations Ctrl+O writes at once (/choices K sets it)
         self.turns: list[ShownTurn] = []  # the story's turns as shown
         self.last_version = (1, 1)  # the last turn is version k of n
         self.editing: int | None = None  # the id of the turn whose text the prompt holds for editing
@@ -137,6 +140,7 @@ class CharTermApp(SlashCommands, TrainingControl, App):
                 yield TrainingPane(id="training")
         yield CandidateList(id="candidates")
         yield NoticeBand(id="notices")
+        yield ChoiceList(id="choices")
         yield Static("", id="status-line", markup=False)
         yield PromptInput(input_history=InputHistory(history_path()), id="prompt")
         yield Footer()
@@ -216,6 +220,8 @@ class CharTermApp(SlashCommands, TrainingControl, App):
 
     def _on_reset(self, ev: p.Reset) -> None:
         self.query_one(CandidateList).close()  # offered for a story that is no longer there
+        if ev.id != self.query_one(ChoiceList).expecting:
+            self.query_one(ChoiceList).close()
         view = self.query_one(StoryView)
         if not view.welcome:  # from the first story the worker opens on: an empty one shows it
             view.set_welcome(welcome_text(home()))
@@ -237,7 +243,22 @@ class CharTermApp(SlashCommands, TrainingControl, App):
 
     def _on_generating(self, ev: p.Generating) -> None:
         self.query_one(CandidateList).close()
+        if ev.id != self.query_one(ChoiceList).expecting:
+            self.query_one(ChoiceList).close()
         self.writing, self._gen_chars, self._gen_started = True, 0, time.monotonic()
+
+    def _on_choice(self, ev: p.Choice) -> None:
+        choices = self.query_one(ChoiceList)
+        if ev.id == choices.expecting:
+            choices.add(ev.row, ev.text)
+        if self.writing:
+            self._gen_chars += len(ev.text)
+
+    def _on_kept(self, ev: p.Kept) -> None:
+        choices = self.query_one(ChoiceList)
+        if ev.id == choices.expecting:
+            choices.kept(ev.turns)
+            self.writing = False
 
     def _on_committed(self, ev: p.Committed) -> None:
         self._turn_ended = True
@@ -266,6 +287,8 @@ class CharTermApp(SlashCommands, TrainingControl, App):
     def _on_error(self, ev: p.Error) -> None:
         if ev.id == self.query_one(CandidateList).expecting:
             self.query_one(CandidateList).close()
+        if ev.id == self.query_one(ChoiceList).expecting:
+            self.query_one(ChoiceList).close()
         self.notify(ev.text, severity="error", timeout=8, markup=False)
         self._set_status(ev.text)
         if self.snapshot is None:
@@ -357,6 +380,11 @@ class CharTermApp(SlashCommands, TrainingControl, App):
         self._send(p.Pick, text=event.text)
         self.action_next_words()
 
+    @on(ChoiceList.Picked)
+    def _choice_picked(self, event: ChoiceList.Picked) -> None:
+        self.query_one(ChoiceList).close()
+        self._send(p.PickChoice, turn=event.turn)
+
     @on(TrainingUpdate)
     def _training_event(self, message: TrainingUpdate) -> None:
         self._training_update(message.event)
@@ -368,8 +396,20 @@ class CharTermApp(SlashCommands, TrainingControl, App):
         self._stop_model()
         self.query_one(CandidateList).wait_for(self._send(p.Next, words=self.next_count))
 
+    def action_choices(self) -> None:
+        """The model writes `choices_count` continuations at once, shown as they are written (stopping it
+        first if it is writing); 1-K picks one."""
+        self._stop_model()
+        self.query_one(CandidateList).close()
+        k = self.choices_count
+        self.query_one(ChoiceList).wait_for(self._send(p.Choices, k=k), k)
+
     def action_stop(self) -> None:
         if self.query_one(CandidateList).close():
+            return
+        choices = self.query_one(ChoiceList)
+        if choices.display and not choices.writing:  # written: Esc closes the list, the first choice stays
+            choices.close()
             return
         if self.writing or self.pending:
             self._send(p.Stop)

@@ -21,12 +21,16 @@ COMMANDS = [
         Command(r.command, r.args, r.help, CHOICES.get(r.field, ()))
         for r in RULES
     ),
+    Command("unban", "TEXT", "let the model write TEXT again (/ban lists the bans)"),
     Command("undo", "", "go back one turn (the model's state goes back exactly; /redo brings the turn back)"),
     Command("redo", "", "go forward one turn again, to where undo came back from"),
     Command("retry", "", "write the model's last turn again, as a new version (the old one is kept)"),
     Command("version", "prev|next", "show the previous or next version of the last turn", ("prev", "next")),
     Command("fork", "[N]", "the story's turns (N: go to turn N, 0: before the first); what you write next branches"),
     Command("edit", "[N]", "turn N (no N: your last) in the prompt: Enter saves it as a new version, Esc cancels"),
+    Command(
+        "choices", "[K]", "the model writes K (2-9, else 3) continuations at once: 1-K or arrows+Enter picks one"
+    ),
     Command("next", "[N]", "the N (1-9, else 5) words the model would most likely write next: 1-9 or Enter picks"),
     Command(
         "shade",
@@ -60,6 +64,7 @@ KEYS = [
     ("Alt+Left/Right", "the previous/next version of the last turn"),
     ("Ctrl+F", "fork: the story's turns, Enter goes to one (what you write next branches there)"),
     ("Ctrl+N", "the words the model would write next: 1-9 or arrows+Enter picks one, Esc closes"),
+    ("Ctrl+O", "choices: the model writes several continuations at once, 1-9 or arrows+Enter picks one, Esc stops"),
     ("Ctrl+T", "start training (Ctrl+T again: cancel it)"),
     ("Ctrl+L", "switch to the model training just improved"),
     ("Ctrl+B", "show or hide the side pane"),
@@ -102,6 +107,34 @@ def parse_words(arg: str, default: int) -> int:
         return default
     if not (arg.isdigit() and 1 <= int(arg) <= 9):
         raise UsageError(f"/next N: N is how many words to offer, 1 to 9 (got {arg!r})")
+    return int(arg)
+
+
+def parse_ban(command: str, arg: str) -> str:
+    """'/ban said' -> 'said'; in double quotes as JSON (spaces at its ends, escapes): '/ban " said"' -> ' said'.
+    Unquoted, \\n is a new line and \\t a tab, as in the story's text."""
+    from charterm.settings import check_ban
+
+    if arg.startswith('"'):
+        import json
+
+        try:
+            text = json.loads(arg)
+        except ValueError:
+            raise UsageError(f'/{command} "TEXT": a text in quotes ends with a quote (got {arg})') from None
+        if not isinstance(text, str):
+            raise UsageError(f'/{command} "TEXT": one text in quotes (got {arg})')
+    else:
+        text = unescape(arg)
+    return check_ban(text, f"/{command}")
+
+
+def parse_choices(arg: str, default: int) -> int:
+    """'/choices 4' -> 4: how many continuations to write at once, 2 to 9 (no argument: `default`)."""
+    if not arg:
+        return default
+    if not (arg.isdigit() and 2 <= int(arg) <= 9):
+        raise UsageError(f"/choices K: K is how many continuations to write at once, 2 to 9 (got {arg!r})")
     return int(arg)
 
 

@@ -41,6 +41,8 @@ class SlashCommands:
             self.action_stop()
         elif name == "adapt" and arg.strip().lower() == "reset":
             self._send(p.ResetAdaptation)
+        elif name in ("ban", "unban"):
+            self._ban(name, arg)
         elif name in commands.SETTING_COMMANDS:
             self._set_setting(name, arg)
         elif name == "model":
@@ -56,6 +58,9 @@ class SlashCommands:
         elif name == "next":
             self.next_count = commands.parse_words(arg, self.next_count)
             self.action_next_words()
+        elif name == "choices":
+            self.choices_count = commands.parse_choices(arg, self.choices_count)
+            self.action_choices()
         elif name == "shade":
             self._set_shade(arg)
         elif name == "story":
@@ -77,6 +82,25 @@ class SlashCommands:
         self._unconfirmed[self._send(p.SetSetting, field=field, value=raw)] = (field, value)
         self._show_settings()
         self._set_status(f"{key} = {raw.strip()}")
+
+    def _ban(self, name: str, arg: str) -> None:
+        """/ban TEXT adds a banned text, /unban TEXT lifts it, /ban alone lists them (saved with the story)."""
+        import json
+
+        shown = {**(self.snapshot.settings if self.snapshot else {}), **dict(self._unconfirmed.values())}
+        bans = list(shown.get("bans", ()))
+        if name == "ban" and not arg:
+            listing = "\n".join(json.dumps(t, ensure_ascii=False) for t in bans)
+            self.notify(listing or "nothing is banned: /ban TEXT bans a text", title="bans", timeout=10, markup=False)
+            return
+        text = commands.parse_ban(name, arg)
+        if (name == "ban") == (text in bans):
+            word = "already" if name == "ban" else "not"
+            self.notify(f"{json.dumps(text, ensure_ascii=False)} is {word} banned", markup=False)
+            return
+        bans = [*bans, text] if name == "ban" else [t for t in bans if t != text]
+        self._set_setting("bans", json.dumps(bans))
+        self._set_status(f"{name}ned {json.dumps(text, ensure_ascii=False)}: {len(bans)} banned")
 
     def _show_settings(self) -> None:
         """The worker's settings, with the ones sent and not yet applied (it applies them in turn)."""

@@ -8,7 +8,8 @@ punctuation mark of ENDS (part of it: " Levin,"). A word's probability is the pr
 chars' probabilities times that of what ends it, so it is the chance that the model's next word
 is exactly this one: " the" does not count " then", the words are disjoint events and their
 probabilities sum to at most 1. Probabilities are the model's own (temperature 1, all chars),
-not the sampling settings'; the unknown-char token never appears. Give `next_words` an fp32
+not the sampling settings'; the unknown-char token never appears, nor a word that would complete a
+banned text (`charterm.engine.bans`, with the story's end before it). Give `next_words` an fp32
 `Stepper`: int8 quantizes a batch's activations together, so a word's probability would shift
 with the other rows of the beam (and with `n`).
 """
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
+from charterm.engine.bans import Bans
 from charterm.engine.model import CharModel, State
 from charterm.engine.sampling import Stepper
 from charterm.engine.text import Vocabulary
@@ -56,13 +58,22 @@ class _Kinds:
 
 @torch.no_grad()
 def next_words(
-    stepper: Stepper, vocab: Vocabulary, state: State, n: int = WORDS, beam: int = BEAM, max_chars: int = MAX_CHARS
+    stepper: Stepper,
+    vocab: Vocabulary,
+    state: State,
+    n: int = WORDS,
+    beam: int = BEAM,
+    max_chars: int = MAX_CHARS,
+    bans: Bans | None = None,
+    before: str = "",
 ) -> list[Candidate]:
     """The `n` most likely next words after `state`, most likely first. A word longer than
-    `max_chars` is not offered."""
+    `max_chars` is not offered, nor one that completes one of `bans` after the text `before`."""
     kinds = _Kinds(vocab)
     layers = stepper.from_state(state)
     texts: list[str] = [""]
+    bans = bans or Bans()
+    matches = [bans.start(before)]  # each beam's matcher state
     score = torch.zeros(1)
     lead = torch.zeros(1, dtype=torch.long)  # whitespace chars so far; -1 once the word has begun
     logits = stepper.fc(layers[-1][0]).float()
@@ -71,6 +82,7 @@ def next_words(
         lp = torch.log_softmax(logits, 1) + score[:, None]
         if kinds.banned is not None:
             lp[:, kinds.banned] = -math.inf
+        _rule_out_bans(lp, matches, bans, vocab)
         _collect(found, texts, lp, lead, kinds, vocab, n)
         if length + 1 == max_chars:
             break
@@ -84,13 +96,26 @@ def next_words(
             break
         top, flat = top[keep], flat[keep]
         rows, ids = flat // lp.shape[1], flat % lp.shape[1]
-        texts = [texts[r] + vocab.chars[i] for r, i in zip(rows.tolist(), ids.tolist(), strict=True)]
+        grown = list(zip(rows.tolist(), ids.tolist(), strict=True))
+        texts = [texts[r] + vocab.chars[i] for r, i in grown]
+        matches = [bans.step(matches[r], vocab.chars[i]) for r, i in grown] if bans else [""] * len(grown)
         lead = torch.where(kinds.space[ids] & (lead[rows] >= 0), lead[rows] + 1, -1)
         score = top
         layers = [[s[rows] for s in layer] for layer in layers]
         logits = stepper.step(ids, layers)
-    best = sorted(found.items(), key=lambda kv: -kv[1])[:n]
+    best = sorted(((t, lp) for t, lp in found.items() if lp > -math.inf), key=lambda kv: -kv[1])[:n]
     return [Candidate(text, math.exp(lp)) for text, lp in best]
+
+
+def _rule_out_bans(lp: torch.Tensor, matches: list[str], bans: Bans, vocab: Vocabulary) -> None:
+    """No beam goes on with a char that completes a banned text."""
+    for ch in bans.last_chars:
+        i = vocab.index.get(ch)
+        if i is None:
+            continue
+        for r, m in enumerate(matches):
+            if bans.matched(bans.step(m, ch)):
+                lp[r, i] = -math.inf
 
 
 def _collect(found, texts, lp, lead, kinds, vocab, n) -> None:

@@ -138,9 +138,15 @@ class CharSampler:
             logits[self.banned] = -math.inf
         if self.temperature == 0:
             return int(logits.argmax())
-        k = logits.numel() if not self.top_k else min(self.top_k, logits.numel())
-        values, idx = logits.topk(k)
-        values, idx = values.tolist(), idx.tolist()
+        values, idx = logits.topk(self.k(logits.numel()))
+        return self.draw(values.tolist(), idx.tolist())
+
+    def k(self, vocab: int) -> int:
+        """How many of the likeliest chars are drawn from."""
+        return vocab if not self.top_k else min(self.top_k, vocab)
+
+    def draw(self, values: list[float], idx: list[int]) -> int:
+        """One of the ids `idx` (the top k, likeliest first) by their logits `values`, at the temperature."""
         top, t = values[0], self.temperature
         weights = [math.exp((v - top) / t) for v in values]
         return self.rng.choices(idx, weights=weights)[0]

@@ -6,8 +6,9 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+from charterm.engine.bans import Bans, generation
 from charterm.engine.checkpoint import pack_state
-from charterm.engine.sampling import CharSampler, Generation
+from charterm.engine.sampling import CharSampler
 from charterm.story.store import LIVE_WRITERS, MODEL, Turn, new_owner
 
 if TYPE_CHECKING:
@@ -44,7 +45,8 @@ class Continuation:
         if self._adapted:
             state = session.adapted_state()
         sampler = CharSampler(s.top_k or None, s.temperature, seed, session.loaded.vocab.unknown_id)
-        self._gen = Generation(stepper, session.logits(state, stepper), state, sampler)
+        bans, chars, before = Bans(s.bans), session.loaded.vocab.chars, session.text_before(s.bans)
+        self._gen = generation(stepper, session.logits(state, stepper), state, sampler, bans, chars, before)
 
     @property
     def text(self) -> str:
@@ -60,7 +62,11 @@ class Continuation:
         last_save = time.monotonic()
         chars = iter(self._gen)
         while self.limit > 0 and not self._stop.is_set():
-            ch = vocab.chars[next(chars)]
+            nxt = next(chars, None)
+            if nxt is None:  # the bans left nothing to write (charterm.engine.bans)
+                session.notices.append(f"{self._gen.ended}: the turn ends after {len(self.chars):,} chars")
+                return
+            ch = vocab.chars[nxt]
             self.chars.append(ch)
             self.probs.append(self._gen.p)
             yield ch
@@ -71,21 +77,10 @@ class Continuation:
                 last_save = time.monotonic()
 
     def _at_limit(self) -> bool:
-        n = len(self.chars)
-        if not self.whole_words:
-            return n >= self.limit
-        return n >= self.limit + WORD_SLACK or (n >= self.limit and self.chars[-1].isspace())
+        return at_limit(self.chars, self.limit, self.whole_words)
 
     def _at_stop(self, stop_at: str) -> bool:
-        c = self.chars
-        if stop_at == "paragraph":
-            return len(c) >= 2 and c[-1] == "\n" and c[-2] == "\n"
-        if stop_at == "sentence" and c[-1].isspace():
-            i = len(c) - 2
-            while i >= 0 and c[i] in CLOSERS:
-                i -= 1
-            return i >= 0 and c[i] in SENTENCE_END
-        return False
+        return at_stop(self.chars, stop_at)
 
     def close(self) -> Turn | None:
         """Save what was generated as the model's turn (nothing if no char was)."""
@@ -116,3 +111,23 @@ class Continuation:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def at_limit(c: list[str], limit: int, whole_words: bool) -> bool:
+    """Whether a turn of chars `c` has reached its limit (with `whole_words`, the end of a word past it)."""
+    n = len(c)
+    if not whole_words:
+        return n >= limit
+    return n >= limit + WORD_SLACK or (n >= limit and c[-1].isspace())
+
+
+def at_stop(c: list[str], stop_at: str) -> bool:
+    """Whether a turn of chars `c` ends at a sentence's or a paragraph's end, as `stop_at` asks."""
+    if stop_at == "paragraph":
+        return len(c) >= 2 and c[-1] == "\n" and c[-2] == "\n"
+    if stop_at == "sentence" and c[-1].isspace():
+        i = len(c) - 2
+        while i >= 0 and c[i] in CLOSERS:
+            i -= 1
+        return i >= 0 and c[i] in SENTENCE_END
+    return False

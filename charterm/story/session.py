@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from charterm.engine import candidates
+from charterm.engine.bans import Bans
 from charterm.engine.checkpoint import LoadedModel, pack_state, unpack_state
 from charterm.engine.model import State
 from charterm.engine.sampling import Stepper, run_ids
@@ -23,6 +24,7 @@ from charterm.engine.text import FoldReport
 from charterm.errors import UsageError
 from charterm.settings import STOP_AT, Settings  # noqa: F401 (re-exported)
 from charterm.story import learning
+from charterm.story.choices import Choices
 from charterm.story.continuation import DRAFT_EVERY, WORD_SLACK, Continuation  # noqa: F401 (re-exported)
 from charterm.story.learning import READ_CHARS, Learner, one_thread, relearn_since
 from charterm.story.store import MODEL, PERSON, Store, Story, StoryChanged, Turn, owner_alive
@@ -87,6 +89,15 @@ class Session:
     @property
     def text(self) -> str:
         return "".join(t.text for t in self.turns)
+
+    def text_before(self, bans) -> str:
+        """The end of the story a banned text could begin in: as long as the longest of `bans`."""
+        longest, out = max(map(len, bans), default=0), ""
+        for t in reversed(self.turns):
+            if len(out) >= longest:
+                break
+            out = t.text + out
+        return out[len(out) - longest :] if longest else ""
 
     @property
     def name(self) -> str | None:
@@ -159,6 +170,14 @@ class Session:
             self.sync()
             seed = self._rng.getrandbits(32) if self.settings.seed is not None else int.from_bytes(os.urandom(4))
             return Continuation(self, self.settings.chars if chars is None else chars, seed, whole_words)
+
+    def choices(self, k: int, chars: int | None = None, whole_words: bool = False) -> "Choices":
+        """K (2-9) continuations of the model's turn at once (charterm.story.choices); `close()` keeps them as
+        versions of one turn, the first shown."""
+        with self._lock:
+            self.sync()
+            seed = self._rng.getrandbits(32) if self.settings.seed is not None else int.from_bytes(os.urandom(4))
+            return Choices(self, k, self.settings.chars if chars is None else chars, seed, whole_words)
 
     def undo(self) -> Turn | None:
         """Go back one turn: the story is the path to the turn before, with exactly the state (and
@@ -422,7 +441,9 @@ class Session:
             model = self.learner.adapter.model if adapted else self.loaded.model
             stepper = writer if writer.precision == "fp32" else Stepper(model, "fp32")
             state = self.adapted_state() if adapted else self.state
-            return candidates.next_words(stepper, self.loaded.vocab, state, n)
+            bans = Bans(self.settings.bans)
+            before = self.text_before(self.settings.bans)
+            return candidates.next_words(stepper, self.loaded.vocab, state, n, bans=bans, before=before)
 
     def append_model_text(self, text: str) -> list[float]:
         """A model's turn of given text (a word the person picked from `next_words`): run it

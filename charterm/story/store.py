@@ -356,6 +356,18 @@ class Store:
             db.execute("DELETE FROM drafts WHERE story_id = ?", (story_id,))
             return self._bump(db, story_id, revision)
 
+    def append_versions(self, story_id: int, revision: int, turns: list[Turn]) -> int:
+        """Add turns as versions of one place, each after the head, and make the first the head, dropping the
+        draft they finish, in one transaction; returns the new revision."""
+        with self.transaction() as db:
+            self._check(db, story_id, revision)
+            head = db.execute("SELECT head FROM stories WHERE id = ?", (story_id,)).fetchone()[0]
+            for turn in turns:
+                self._insert(db, story_id, turn, head)
+            db.execute("UPDATE stories SET head = ?, tip = ? WHERE id = ?", (turns[0].id, turns[0].id, story_id))
+            db.execute("DELETE FROM drafts WHERE story_id = ?", (story_id,))
+            return self._bump(db, story_id, revision)
+
     def move_head(self, story_id: int, revision: int, head: int | None, tip: int | None) -> int:
         """Make the path to `head` (None: before the first turn) the story; redo goes towards `tip`. No turn is
         deleted. Returns the new revision."""

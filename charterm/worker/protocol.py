@@ -193,6 +193,23 @@ class Pick(Request):
 
 
 @message
+class Choices(Request):
+    """The model writes `k` (2-9) continuations at once (answered with `choice` events as they are written, then
+    `kept` and `reset`: they are versions of one turn, the first shown)."""
+
+    KIND: ClassVar[str] = "choices"
+    k: int = 3
+
+
+@message
+class PickChoice(Request):
+    """Show the choice whose turn id is `turn` (one `kept` named) as the model's turn (the others stay versions)."""
+
+    KIND: ClassVar[str] = "pick_choice"
+    turn: int = 0
+
+
+@message
 class Quit(Request):
     """Stop, commit what was shown, close the store and exit."""
 
@@ -307,6 +324,24 @@ class Turns(Event):
     chars), `chars`, `current` (on the story's path)."""
 
     KIND: ClassVar[str] = "turns"
+    turns: list = field(default_factory=list)
+
+
+@message
+class Choice(Event):
+    """Chars choice `row` (0-based) of a `choices` request just wrote, with the model's probability of each."""
+
+    KIND: ClassVar[str] = "choice"
+    row: int = 0
+    text: str = ""
+    probs: list = field(default_factory=list)
+
+
+@message
+class Kept(Event):
+    """The choices are saved as versions of one turn: `turns`, each row's turn id (0: the row wrote nothing)."""
+
+    KIND: ClassVar[str] = "kept"
     turns: list = field(default_factory=list)
 
 

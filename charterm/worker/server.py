@@ -247,6 +247,53 @@ class Worker:
         if turn is not None:
             self.send_committed(rid, turn)
 
+    def choices(self, msg: p.Choices) -> None:
+        """K continuations at once: each row's chars go to the app in batches; all are kept as versions."""
+        from charterm.story.choices import check_choices
+
+        k = check_choices(msg.k, "/choices K: K")
+        s = self.need_session()
+        if s.sync():
+            self.send_story(msg.id)
+        written = s.choices(k, whole_words=True)
+        with self._lock:
+            self._running = (msg.id, written)
+            if msg.id < self._stop_before:
+                written.stop()
+        try:
+            self.outbox.send(p.Generating(id=msg.id))
+            shown, sent = [0] * k, time.monotonic()
+            for _ in written:
+                if time.monotonic() - sent >= SEND_EVERY:
+                    shown, sent = self.send_choices(msg.id, written, shown), time.monotonic()
+            self.send_choices(msg.id, written, shown)
+        finally:
+            with self._lock:
+                self._running = None
+            turns = written.close()
+        ids = [0] * k
+        for row, turn in zip(written.rows_kept, turns, strict=True):
+            ids[row] = turn.id or 0
+        self.outbox.send(p.Kept(id=msg.id, turns=ids))
+        self.send_story(msg.id)
+
+    def send_choices(self, rid: int, written, shown: list[int]) -> list[int]:
+        """Send what each row wrote after the first `shown[row]` chars; returns how many are shown now."""
+        for row, chars in enumerate(written.chars):
+            if len(chars) > shown[row]:
+                probs = [round(x, 3) for x in written.probs[row][shown[row] :]]
+                self.outbox.send(p.Choice(id=rid, row=row, text="".join(chars[shown[row] :]), probs=probs))
+        return [len(chars) for chars in written.chars]
+
+    def pick_choice(self, msg: p.PickChoice) -> None:
+        s = self.need_session()
+        if not msg.turn:
+            raise UsageError("nothing to pick: that choice wrote nothing")
+        s.checkout(msg.turn)
+        self.send_story(msg.id)
+        k, n = s.versions()
+        self.notice(msg.id, f"version {k}/{n} (Alt+Left/Right: the others)")
+
     def send_written(self, rid: int, cont, shown: int) -> int:
         """Send the chars the model wrote after the first `shown`, with their probabilities; returns how
         many are shown now."""
@@ -392,6 +439,8 @@ HANDLERS = {
     p.ResetAdaptation: Worker.reset_adaptation,
     p.Next: Worker.next_words,
     p.Pick: Worker.pick,
+    p.Choices: Worker.choices,
+    p.PickChoice: Worker.pick_choice,
 }
 
 
