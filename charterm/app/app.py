@@ -23,8 +23,8 @@ from textual.screen import ModalScreen
 from textual.widgets import Footer, Static
 
 from charterm.app import commands
-from charterm.app.notices import NoticeBand, ShowNotice
 from charterm.app.choice_list import ChoiceList
+from charterm.app.notices import NoticeBand, ShowNotice
 from charterm.app.palette import CharTermCommands
 from charterm.app.preferences import InputHistory, load_preferences
 from charterm.app.screens import ForkScreen, HelpScreen, welcome_text
