@@ -47,6 +47,8 @@ def store(home):
 
 
 def weights(session: Session) -> dict[str, torch.Tensor]:
+    """The weights the rule gives after the story's last turn (the worker catches up when idle)."""
+    session.catch_up()
     return {k: v.clone() for k, v in session.learner.adapter.model.state_dict().items()}
 
 
@@ -55,8 +57,10 @@ def same(a: dict, b: dict) -> bool:
 
 
 def write(session: Session, text: str, model_chars: int = 40) -> None:
+    """A person's turn and the model's, then what the worker does when idle."""
     session.append_person_turn(text)
     session.continue_(model_chars).run()
+    session.catch_up()
 
 
 def test_undo_gives_back_every_weight_bit_for_bit_also_past_the_kept_snapshots(store, loaded):
@@ -80,6 +84,40 @@ def test_only_the_person_s_turns_are_learned(store, loaded):
     s.continue_(120).run()
     assert same(weights(s), after_person) and s.learner.chars == len(NAMED)
     assert s.generation_stepper() is not s.stepper  # the model writes with what it learned
+
+
+def fed(*models) -> list[int]:
+    """The length of every sequence the models read from now on (the steppers that write are not
+    models: what they write is not counted)."""
+    counts: list[int] = []
+    for model in models:
+        model.register_forward_pre_hook(lambda _module, args: counts.append(args[0].shape[1]))
+    return counts
+
+
+def test_a_turn_starts_once_the_person_s_text_is_read_and_ends_without_reading_it_again(store, loaded):
+    """Before the model's first char only the person's new turn is read (by the weights the model
+    writes with: those after the turn before), not the story's last READ_CHARS chars again, and
+    nothing is learned; after its last char nothing is read before the turn is committed. The
+    rest (the person's turn learned, the base model's states) is done after it: `catch_up`."""
+    s = Session.open(store, "at once", loaded)
+    write(s, NAMED * (learning.READ_CHARS // len(NAMED) + 1))
+    learned_after = s.learner.after
+    counts = fed(s.loaded.model, s.learner.adapter.model)
+    turn = NAMED[:60] * 5
+    s.append_person_turn(turn)
+    with s.continue_(2_000) as cont:
+        chars = iter(cont)
+        next(chars)
+        assert counts == [len(turn)] and s.learner.after == learned_after  # the turn, once; nothing learned
+        assert s.generation_stepper() is not s.stepper  # the model writes with what it learned before
+        for _ in chars:
+            pass
+        counts.clear()
+    assert s.turns[-1].text == cont.text and len(cont.text) == 2_000 and counts == []
+    assert s.catch_up()  # what the worker does when idle: learn the turn, then the base model's states
+    assert s.learner.after == s.turns[-2].id and sum(counts) >= 2 * len(turn) + len(cont.text)
+    assert all(s._states[i] is not None for i in range(len(s.turns)))
 
 
 def test_reopening_continues_with_the_saved_weights_or_learns_them_again_exactly(store, home, loaded, monkeypatch):
@@ -180,6 +218,7 @@ def test_the_learned_story_s_name_gets_likelier(store, loaded):
     s = Session.open(store, "names", loaded)
     for _ in range(6):
         s.append_person_turn(NAMED)
+    s.catch_up()
     base, adapted = s.adaptation()["last_base"], s.adaptation()["last_adapted"]
     assert adapted < base - 0.1, s.adaptation()
     assert s.adaptation()["gain"] > 0

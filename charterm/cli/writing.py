@@ -138,6 +138,7 @@ def _continue_story(name, model, prime, settings, precision, adapt: bool | None,
     if prime:
         _feed_prime(session, prime)
     _stream(session, retry)
+    session.catch_up()  # after the text is out: the prime learned, the states saved for the next run
     session.save_adaptation()
     if retry:
         k, n = session.versions()

@@ -99,12 +99,14 @@ class Worker:
                 msg = self.requests.get(timeout=SYNC_EVERY)
             except queue.Empty:
                 self.run(0, self.check_for_changes)
+                self.run(0, self.catch_up)
                 self.run(0, self.save_adaptation)
                 continue
             if msg is None or isinstance(msg, p.Quit):
                 break
             self.run(msg.id, lambda m=msg: HANDLERS[type(m)](self, m))
             self.outbox.send(p.Done(id=msg.id))
+            self.run(0, self.catch_up)
         self.run(0, self.save_adaptation)
         if self.store is not None:
             self.store.close()
@@ -138,6 +140,12 @@ class Worker:
         except StoryChanged as e:  # deleted elsewhere: say so once, then wait for /story
             self.session = None
             raise CharTermError(f"{e}; /story NAME opens another") from None
+
+    def catch_up(self) -> None:
+        """What the last turn left for after it (`Session.catch_up`: learning the person's turn, the base
+        model's states), while no request waits; the side pane then shows what was learned."""
+        if self.session is not None and self.session.catch_up(lambda: not self.requests.empty()):
+            self.send_snapshot(0)
 
     def save_adaptation(self) -> None:
         """The adapted weights go to the store when idle and on the way out, not after each turn."""
@@ -221,8 +229,6 @@ class Worker:
             if report:
                 s.notices.append(f"not in the model's alphabet: {report.describe()}")
             self.send_committed(msg.id, s.turns[-1])
-            if s.learner is not None:
-                self.send_snapshot(msg.id)  # what it learned of the turn
         self.generate(msg.id)
 
     def generate(self, rid: int) -> None:
@@ -235,7 +241,7 @@ class Worker:
                 cont.stop()
         try:
             self.outbox.send(p.Generating(id=rid))
-            shown, sent = 0, time.monotonic()
+            shown, sent = 0, 0.0  # the first char goes at once, then a batch a frame
             for _ in cont:
                 if time.monotonic() - sent >= SEND_EVERY:
                     shown, sent = self.send_written(rid, cont, shown), time.monotonic()
