@@ -206,6 +206,7 @@ class CharTermApp(SlashCommands, TrainingControl, App):
     def _on_generating(self, ev: p.Generating) -> None:
         self.query_one(CandidateList).close()
         self.writing, self._gen_chars, self._gen_started = True, 0, time.monotonic()
+        self._pause_training()
 
     def _on_committed(self, ev: p.Committed) -> None:
         self._turn_ended = True
@@ -214,6 +215,7 @@ class CharTermApp(SlashCommands, TrainingControl, App):
         self.last_version = tuple(ev.version)
         if ev.author == "model":
             self.writing = False
+            self._resume_training()
         if self.snapshot is not None:
             self.snapshot = p.Snapshot(**{**vars(self.snapshot), "turns": ev.turns, "chars": ev.chars})
         self._show_counts(ev.turns, ev.chars)
@@ -259,6 +261,7 @@ class CharTermApp(SlashCommands, TrainingControl, App):
             self._show_settings()
         if not self.pending:
             self.writing = False
+            self._resume_training()
             self._show_counts()
 
     @on(WorkerExited)
@@ -276,6 +279,7 @@ class CharTermApp(SlashCommands, TrainingControl, App):
         self.notify(f"the model worker stopped ({why}); restarting it", severity="warning", timeout=8, markup=False)
         self.client = start_worker(self.story_name, None, self.precision, self.in_thread)
         self.snapshot, self.pending, self.writing, self._unconfirmed = None, {OPEN_ID}, False, {}
+        self._resume_training()
         self._listen(self.client)
 
     def _show_progress(self) -> None:
@@ -295,6 +299,7 @@ class CharTermApp(SlashCommands, TrainingControl, App):
             self.run_command(value)
             return
         self._stop_model()  # typing while the model writes: stop it, then add
+        self._pause_training()  # from now: the model reads the turn, then writes its own
         self._send(p.Write, text=commands.unescape(value))
         if self.snapshot is None:
             self._set_status("the model is still loading; your input is queued")
