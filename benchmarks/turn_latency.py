@@ -7,7 +7,10 @@ book's validation text: three warm-up rounds of a person's turn and a 300-char m
 for each --chars N: the person's next --person chars, and a model turn of N chars (exactly, no
 whole words). Measured per turn:
 
-first char   from the start of `append_person_turn` until the Continuation yields its first char
+first char   from the start of `append_person_turn` until the Continuation yields its first char:
+             "typed" after `Session.prepare` saw the turn as typed (all but its last 10 chars, as
+             the app sends the prompt while the person types; trees without it learn it all at
+             Enter), "at Enter" with nothing learned ahead (a paste, `charterm generate --prime`)
 stream       chars/s from the first char to the last
 tail         from the last char until `close()` returns (the turn is committed)
 idle         `Session.catch_up()` after the turn (what the worker does while no request waits;
@@ -57,9 +60,13 @@ def measure(args) -> dict:
             s.append_person_turn(next(text))
             s.continue_(300).run()
             catch_up()
-        for n in args.chars:
+        for k, n in enumerate([args.chars[0], *args.chars]):
+            turn = next(text)
+            typed = k > 0 and hasattr(s, "prepare")
+            if typed:
+                s.prepare(turn[:-10])
             t0 = time.perf_counter()
-            s.append_person_turn(next(text))
+            s.append_person_turn(turn)
             cont = s.continue_(n)
             chars = iter(cont)
             next(chars)
@@ -72,7 +79,10 @@ def measure(args) -> dict:
             catch_up()
             idle = time.perf_counter()
             assert len(cont.text) == n, len(cont.text)
-            out |= {f"first char, {n}": first - t0, f"stream, {n}": (n - 1) / (last - first)}
+            if k == 0:
+                out["first char at Enter"] = first - t0
+                continue
+            out |= {f"first char typed, {n}": first - t0, f"stream, {n}": (n - 1) / (last - first)}
             out |= {f"tail, {n}": done - last, f"idle, {n}": idle - done}
         store.close()
     return out
@@ -124,7 +134,8 @@ def report(results: dict, args) -> None:
         for name in names:
             med = statistics.median(results[name].get(key, [float("nan")]))
             cells.append(f"{med:,.0f} chars/s" if key.startswith("stream") else f"{med * 1000:,.0f} ms")
-        print(f"| {key} chars | " + " | ".join(cells) + " |")
+        label = f"{key} chars" if "," in key else key
+        print(f"| {label} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

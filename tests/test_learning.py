@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from charterm.config import ADAPT_SEGMENT
 from charterm.engine.checkpoint import load_model
 from charterm.paths import default_model_path
 from charterm.story import learning
@@ -95,29 +96,38 @@ def fed(*models) -> list[int]:
     return counts
 
 
-def test_a_turn_starts_once_the_person_s_text_is_read_and_ends_without_reading_it_again(store, loaded):
-    """Before the model's first char only the person's new turn is read (by the weights the model
-    writes with: those after the turn before), not the story's last READ_CHARS chars again, and
-    nothing is learned; after its last char nothing is read before the turn is committed. The
-    rest (the person's turn learned, the base model's states) is done after it: `catch_up`."""
-    s = Session.open(store, "at once", loaded)
-    write(s, NAMED * (learning.READ_CHARS // len(NAMED) + 1))
-    learned_after = s.learner.after
-    counts = fed(s.loaded.model, s.learner.adapter.model)
-    turn = NAMED[:60] * 5
-    s.append_person_turn(turn)
-    with s.continue_(2_000) as cont:
-        chars = iter(cont)
-        next(chars)
-        assert counts == [len(turn)] and s.learner.after == learned_after  # the turn, once; nothing learned
-        assert s.generation_stepper() is not s.stepper  # the model writes with what it learned before
-        for _ in chars:
-            pass
-        counts.clear()
-    assert s.turns[-1].text == cont.text and len(cont.text) == 2_000 and counts == []
-    assert s.catch_up()  # what the worker does when idle: learn the turn, then the base model's states
-    assert s.learner.after == s.turns[-2].id and sum(counts) >= 2 * len(turn) + len(cont.text)
-    assert all(s._states[i] is not None for i in range(len(s.turns)))
+def test_a_turn_starts_once_its_last_chars_are_learned_and_ends_without_reading_it_again(store, loaded):
+    """Before the model's first char the person's turn is learned ADAPT_SEGMENT chars at a time,
+    each segment scored by the base and the adapted weights and read once by the weights that
+    write, never the story's last READ_CHARS chars again; what was learned while it was typed
+    (`prepare`, here after an edit that started it again) is not done again, to the same bits.
+    After the model's last char nothing is read before the turn is committed."""
+    turn, prepared, after = NAMED[:60] * 5, 3 * ADAPT_SEGMENT, {}
+    for ahead in (False, True):
+        s = Session.open(store, f"at once {ahead}", loaded)
+        s.update_settings(seed=1)  # both stories alike
+        write(s, NAMED * (learning.READ_CHARS // len(NAMED) + 1))
+        if ahead:
+            s.prepare(NAMED[::-1] * 2)  # typed, then rubbed out
+            s.prepare(turn[: prepared + ADAPT_SEGMENT // 2])
+        learned_before = s.learner.chars
+        counts = fed(s.loaded.model, s.learner.adapter.model, *([s.learner.ahead.adapter.model] if ahead else []))
+        s.append_person_turn(turn)
+        with s.continue_(2_000) as cont:
+            chars = iter(cont)
+            next(chars)
+            assert max(counts) <= ADAPT_SEGMENT  # no re-read of the story
+            assert sum(counts) == 3 * (len(turn) - (prepared if ahead else 0))  # scored twice, read once
+            assert s.learner.chars == learned_before + len(turn)
+            for _ in chars:
+                pass
+            counts.clear()
+        assert s.turns[-1].text == cont.text and len(cont.text) == 2_000 and counts == []
+        s.catch_up()  # the worker, when idle: the base model's states of the two turns
+        assert sum(counts) == len(turn) + len(cont.text) and all(state is not None for state in s._states)
+        after[ahead] = weights(s), s._written[-2]
+    assert same(after[False][0], after[True][0])
+    assert all(torch.equal(a, b) for a, b in zip(after[False][1], after[True][1], strict=True))
 
 
 def test_reopening_continues_with_the_saved_weights_or_learns_them_again_exactly(store, home, loaded, monkeypatch):

@@ -74,10 +74,9 @@ def test_a_turn_through_the_protocol_is_what_is_stored(home, tiny_model):
         assert d.request(p.SetSetting, field="chars", value="60")[-2].settings["chars"] == 60
         events = d.request(p.Write, text="Anna")
         kinds = [ev.KIND for ev in events]
-        assert kinds[:3] == ["appended", "committed", "generating"] and kinds[-2:] == ["committed", "done"]
+        assert kinds[:4] == ["appended", "committed", "snapshot", "generating"] and kinds[-2:] == ["committed", "done"]
+        assert events[2].adaptation["on"] and events[2].adaptation["chars"] == 4  # it learned "Anna"
         assert all(ev.id == events[-1].id for ev in events)  # every event names the request
-        learned = d.until(lambda ev: isinstance(ev, p.Snapshot))[-1]  # once idle, after the model's turn
-        assert learned.adaptation["on"] and learned.adaptation["chars"] == 4  # it learned "Anna"
         assert stored() == [("person", "Anna"), ("model", model_text(events))]
         assert 60 <= len(model_text(events)) <= 90
         assert events[-2].turns == 2 and events[-2].chars == 4 + len(model_text(events))
@@ -206,18 +205,17 @@ def _alive(pid: int) -> bool:
 
 def test_generate_a_new_story_and_the_app_start_alike(home, tiny_model):
     """One seed, one prime: plain `generate`, `generate --story` and the app's worker write the
-    same text (all start a story as after a newline, then feed the prime). A story that learns
-    answers its first turn alike (a turn is learned after the model's answer to it), and its
-    next turn with what it learned: other text, in the CLI and in the app."""
+    same text (all start a story as after a newline, then feed the prime); a story that learns
+    the prime writes other text, the same in the CLI and the app."""
     from conftest import run_cli
 
-    args = ("generate", "--model", tiny_model, "--chars", "150", "--seed", "5")
-    plain = run_cli(*args, "--prime", "Anna")
-    story = [run_cli(*args, "--prime", prime, "--story", "seeded", "--no-adapt") for prime in ("Anna", " Kitty")]
-    adapted = [run_cli(*args, "--prime", prime, "--story", "learning") for prime in ("Anna", " Kitty")]
-    assert plain.returncode == 0 and all(r.returncode == 0 for r in story + adapted), story[0].stderr
-    assert plain.stdout == "Anna" + story[0].stdout and len(story[0].stdout) == 150
-    assert adapted[0].stdout == story[0].stdout and story[1].stdout != adapted[1].stdout
+    args = ("generate", "--model", tiny_model, "--prime", "Anna", "--chars", "150", "--seed", "5")
+    plain = run_cli(*args)
+    story = run_cli(*args, "--story", "seeded", "--no-adapt")
+    adapted = run_cli(*args, "--story", "learning")
+    assert plain.returncode == story.returncode == adapted.returncode == 0, (story.stderr, adapted.stderr)
+    assert plain.stdout == "Anna" + story.stdout and len(story.stdout) == 150
+    assert adapted.stdout != story.stdout and len(adapted.stdout) == 150
     written = {}
     d = Driver(in_thread=True)
     try:
@@ -225,12 +223,34 @@ def test_generate_a_new_story_and_the_app_start_alike(home, tiny_model):
             d.request(p.Open, model=str(tiny_model), story=name)
             for field, value in (("seed", "5"), ("chars", "150"), ("adapt", adapt)):
                 d.request(p.SetSetting, field=field, value=value)
-            for prime in ("Anna", " Kitty"):
-                written[adapt, prime] = model_text(d.request(p.Write, text=prime))
+            written[adapt] = model_text(d.request(p.Write, text="Anna"))
     finally:
         d.client.close()
-    assert written["off", "Anna"][:150] == story[0].stdout  # the app's turn then runs on to the end of its word
-    assert written["on", "Anna"] == written["off", "Anna"] and written["on", " Kitty"] != written["off", " Kitty"]
+    assert written["off"][:150] == story.stdout  # the app's turn then runs on to the end of its word
+    assert written["on"][:150] == adapted.stdout
+
+
+def test_a_turn_learned_as_it_is_typed_is_written_on_as_one_learned_at_enter(home, tiny_model):
+    """`typing` (the prompt as the person types it) lets the worker learn the turn ahead of Enter;
+    the story, the model's answer and what was learned are the same as without it, also when
+    the prompt was changed after it was sent."""
+    turn = "Anna went to the ball, and Kitty was there, dancing with Vronsky all evening long. " * 2
+    answers = {}
+    d = Driver()
+    try:
+        for name, typed in (("at enter", []), ("as typed", [turn[::-1], turn[:120], turn[:-5]])):
+            d.request(p.Open, model=str(tiny_model), story=name)
+            for field, value in (("seed", "5"), ("chars", "80")):
+                d.request(p.SetSetting, field=field, value=value)
+            for text in typed:
+                assert [ev.KIND for ev in d.request(p.Typing, text=text)] == ["done"]  # nothing to show
+            events = d.request(p.Write, text=turn)
+            snapshot = next(ev for ev in events if isinstance(ev, p.Snapshot))
+            answers[name] = model_text(events), snapshot.adaptation, stored(name)[0]
+    finally:
+        d.client.close()
+    assert answers["as typed"] == answers["at enter"] and answers["at enter"][2] == ("person", turn)
+    assert answers["at enter"][1]["chars"] == len(turn)
 
 
 def test_the_docs_list_every_message_of_the_protocol():

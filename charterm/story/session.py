@@ -139,20 +139,51 @@ class Session:
 
     def append_person_turn(self, text: str) -> FoldReport:
         """The person's turn: save it, and run their text through the LSTM as one sequence (with
-        adaptation on, the writing weights read it as the model's turn starts and the base model
-        after that turn: `catch_up`). Chars outside the model's vocabulary are folded or dropped
-        for the model (the story keeps them as typed); the report says which."""
+        adaptation on: learn it, what `prepare` has not learned yet, and the base model reads it
+        after the model's turn: `catch_up`). Chars outside the model's vocabulary are folded or
+        dropped for the model (the story keeps them as typed); the report says which."""
         if not text:
             return FoldReport()
         with self._lock:
             self.sync()
             folded, report = self.loaded.vocab.fold(text)
-            if self.learner is not None:  # learned after the model's turn; its base state waits too (catch_up)
-                self._commit(Turn(PERSON, text), lazy=True)
+            if self.learner is not None:
+                self._learn_person_turn(Turn(PERSON, text))
                 return report
             state = self._run_text(folded, self.state)
             self._commit(Turn(PERSON, text, pack_state(state), self.loaded.fingerprint), state, state)
             return report
+
+    def prepare(self, text: str, interrupted: Callable[[], bool] = lambda: False) -> None:
+        """Learn the person's next turn while it is typed (`text`: the prompt as it is now, which
+        the app sends the worker): its whole segments, on a copy of the weights, until
+        `interrupted()`. The story changes only when `append_person_turn` gets a text that
+        starts with it: then Enter leaves only its last few chars to learn."""
+        with self._lock:
+            if self.learner is None or not text:
+                return
+            self._learn_to_end()
+            key, state_before, written = self._next_turn()
+            self.learner.prepare(key, self.learner.ids(text), state_before, written, interrupted)
+
+    def _next_turn(self) -> tuple[tuple, State, State | None]:
+        """What learning the next turn starts from: a key for the weights and the turn it follows,
+        the base model's state after the story, and the state the adapted weights write from."""
+        learner = self.learner
+        key = (self.turns[-1].id if self.turns else 0, learner.since, learner.after, learner.adapter.steps)
+        written = self.adapted_state() if learner.chars else self.state
+        return key, self.ensure_state(len(self.turns) - 1), written
+
+    def _learn_person_turn(self, turn: Turn) -> None:
+        """Commit the person's turn and learn it (its base state waits for `catch_up`)."""
+        self._learn_to_end()
+        key, state_before, written = self._next_turn()
+        head = key[0]
+        self._commit(turn, lazy=True)
+        if (self.turns[-2].id if len(self.turns) > 1 else 0) != head:  # another window's turns came first
+            self._learn_to_end()
+            return
+        self._written[-1] = self.learner.learn(turn, state_before, written, key)
 
     def continue_(self, chars: int | None = None, whole_words: bool = False) -> "Continuation":
         """The model's turn: iterate the returned Continuation for chars; `close()` saves them.
@@ -204,9 +235,10 @@ class Session:
 
     def catch_up(self, interrupted: Callable[[], bool] = lambda: False) -> bool:
         """The work a turn leaves for after it, which the worker does when idle (whatever needs a
-        part of it sooner does that part itself): the person's last turn learned and the weights
-        packed for writing, then the base model's state after each last turn that has none.
-        Stops between turns once `interrupted()`; returns whether the learned weights changed."""
+        part of it sooner does that part itself): the base model's state after each last turn
+        that has none, and the weights after the story learned (another window's turns) and
+        packed for writing. Stops between turns once `interrupted()`; returns whether the learned
+        weights changed."""
         with self._lock:
             learner, changed = self.learner, False
             if learner is not None:
@@ -360,17 +392,16 @@ class Session:
                 break
             states[k], written[k] = self._states[k], self._written[k]
         self.story, self.turns, self._states, self._written = fresh, list(fresh.turns), states, written
+        if self.learner is not None and not self.learner.matches(self.turns):
+            self._learn_to_end()
 
     # --- adaptation (charterm.story.learning) --------------------------------------------------------
 
     def generation_stepper(self) -> Stepper:
-        """The weights the model writes with (charterm.story.learning): the rule's weights after the
-        turn before the last, adapted once they have learned something."""
-        with self._lock:
-            if self.learner is None:
-                return self.stepper
-            self._learn_to(len(self.turns) - 2)
-            return self.learner.stepper(self.stepper.precision) if self.learner.chars else self.stepper
+        """The weights the model writes with: adapted once it has learned something."""
+        if self.learner is not None and self.learner.chars:
+            return self.learner.stepper(self.stepper.precision)
+        return self.stepper
 
     def writer(self) -> tuple[Stepper, State]:
         """The weights the model's next turn is written with, and the state it starts from."""
@@ -439,18 +470,11 @@ class Session:
         self._learn_to_end()
 
     def _learn_to_end(self) -> None:
-        self._learn_to(len(self.turns) - 1)
-
-    def _learn_to(self, k: int) -> None:
-        """Bring the weights to those the rule gives after turn k (-1: before the first): learn the
-        turns after the ones already learned; back from turns after k by the weights kept before
-        them; else (after an undo or another window's change) learn again."""
-        learner, turns = self.learner, self.turns[: k + 1]
+        """Bring the weights to those the rule gives after the last turn: learn the turns after
+        the ones already learned, or (after an undo or another window's change) learn again."""
+        learner, turns = self.learner, self.turns
         if learner.after == learner.last_learnable(turns):
             return
-        later = {t.id: t for t in self.turns[k + 1 :]}
-        while learner.after in later and learner.forget(later[learner.after]):
-            pass
         done = next((i for i, t in enumerate(turns) if t.id == learner.after), None) if learner.after else -1
         if done is None or learner.last_learnable(turns[: done + 1]) != learner.after:
             learner.relearn(turns, lambda i: self.ensure_state(i - 1))

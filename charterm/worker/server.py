@@ -229,7 +229,14 @@ class Worker:
             if report:
                 s.notices.append(f"not in the model's alphabet: {report.describe()}")
             self.send_committed(msg.id, s.turns[-1])
+            if s.learner is not None:
+                self.send_snapshot(msg.id)  # what it learned of the turn
         self.generate(msg.id)
+
+    def typing(self, msg: p.Typing) -> None:
+        """Learn what can be learned of the turn being typed, until another request comes."""
+        if self.session is not None and msg.text and self.requests.empty():
+            self.session.prepare(msg.text, lambda: not self.requests.empty())
 
     def generate(self, rid: int) -> None:
         """The model's turn: chars go to the app in batches; the turn is committed at the end."""
@@ -390,6 +397,7 @@ HANDLERS = {
     p.ResetAdaptation: Worker.reset_adaptation,
     p.Next: Worker.next_words,
     p.Pick: Worker.pick,
+    p.Typing: Worker.typing,
 }
 
 
