@@ -7,9 +7,12 @@ person's turns are consecutive 150-250-char pieces of the book, and between them
 model writes 300 chars (top-k 5, temperature 1, from the base model, once, so every variant
 reads the same story). Each variant reads the story turn by turn; every person turn is scored
 before the model learns from it. Variants: the base model; `part` all or readout; learning
-from the person's turns only or from every turn. Then what adapting costs in a session,
-and a name test: a passage from the first 30,000 chars of the split with a character renamed,
-written as the person's turns; the story's model writes on from a late mention's first letters.
+from the person's turns only or from every turn. Then the default a turn behind: each person's
+turn scored by the weights that learned the person's turns up to the one before the last, as if
+a turn were learned only after the model's answer to it (it is not: this is why).
+Then what adapting costs in a session, and a name test: a passage from the first 30,000 chars
+of the split with a character renamed, written as the person's turns; the story's model writes
+on from a late mention's first letters.
 """
 
 import argparse
@@ -88,6 +91,22 @@ def read_story(loaded, story, part: str, lr: float, learn_all: bool, resync=None
     return total, count, learning
 
 
+def read_lagged(loaded, story, lr: float, resync) -> float:
+    """Summed loss on the person's turns, each scored by weights a person's turn behind: all
+    weights, the person's text, each turn learned only once the next one is scored."""
+    adapter = Adapter(loaded.model, lr, 50, "all")
+    total, pending = 0.0, None  # pending: the person's last turn, not learned yet
+    for k, (author, ids) in enumerate(story):
+        if author != "person":
+            continue
+        loss, _, _ = adapter.read(ids, resync[k], learn=False)
+        total += loss
+        if pending is not None:
+            adapter.read(story[pending][1], resync[pending])
+        pending = k
+    return total
+
+
 def name_test(loaded, text: str, old: str, new: str, mentions: int = 12) -> None:
     """A passage with a character renamed, written into a story as the person's 300-char turns up
     to a late mention's first two letters; then the model writes on greedily (temperature 0),
@@ -125,8 +144,10 @@ def name_test(loaded, text: str, old: str, new: str, mentions: int = 12) -> None
 
 
 def cost(loaded, text: str) -> None:
-    """What adapting costs in a session: a 300-char person turn learned (scored, stepped, the
-    weights packed again for writing), and the memory it adds (ru_maxrss, this process)."""
+    """What adapting costs in a session: a 300-char person turn learned (scored, stepped, read by
+    the stepped weights, the weights packed again for writing), all at Enter and with the turn
+    learned as it was typed but for its last 10 chars (`Session.prepare`); and the memory it adds
+    (ru_maxrss, this process)."""
     import resource
     import tempfile
 
@@ -140,19 +161,26 @@ def cost(loaded, text: str) -> None:
         session.continue_(50).run()
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         session.update_settings(adapt=True)
-        times = []
-        for k in range(6):
+        times, typed = [], []
+        for k in range(12):
+            turn = text[300 * k : 300 * (k + 1)]
+            if k % 2:
+                session.prepare(turn[:-10])
             t0 = time.perf_counter()
-            session.append_person_turn(text[300 * k : 300 * (k + 1)])
+            session.append_person_turn(turn)
             session.generation_stepper()
-            times.append(time.perf_counter() - t0)
+            (typed if k % 2 else times).append(time.perf_counter() - t0)
             session.continue_(50).run()
+            session.catch_up()
         grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss) / 1024
         store.close()
     times.sort()
+    typed.sort()
+    at_enter, as_typed = times[len(times) // 2], typed[len(typed) // 2]
     print(
-        f"\na 300-char person turn with adaptation: {times[len(times) // 2]:.2f} s (median of 6: feed, score, "
-        f"learn, pack the weights); peak memory grew by {grown:.0f} MB with {KEEP} snapshots kept"
+        f"\na 300-char person turn with adaptation: {at_enter:.2f} s at Enter, {as_typed:.2f} s "
+        f"learned as typed (medians of 6: score, learn, read, pack the weights); peak memory grew by {grown:.0f} MB "
+        f"with {KEEP} snapshots kept"
     )
 
 
@@ -182,6 +210,9 @@ def main():
         print(
             f"| {label} | {total / count:.4f} | {(base - total) / count:+.4f} | {300 * seconds / learned * 1000:.0f} |"
         )
+    lagged = read_lagged(loaded, story, 1e-3, resync)
+    label = "all weights, person's text, lr 1e-3, a turn behind"
+    print(f"| {label} | {lagged / count:.4f} | {(base - lagged) / count:+.4f} | |")
     cost(loaded, text)
     name_text = "".join(loaded.vocab.chars[i] for i in val_ids[: args.skip])
     name_test(loaded, name_text, "Vronsky", "Velmorth")

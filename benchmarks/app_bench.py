@@ -16,6 +16,14 @@ first frame  from launch until the title line "charterm" shows; "ready" until th
 key echo     while the model writes, from `send-keys` of one char until the prompt line shows it.
 Esc          while the model writes, from `send-keys Escape` until the story area stops changing
              (the time of its last change, read every 5 ms, once it has been still for 1 s).
+first char   from Enter until the story area shows the model's first char (read every 2 ms), on an
+             empty prompt (nothing learned: the base model writes) and after a typed turn.
+typed        at 80x24, turns as a person writes them: a --typed-char turn of the book typed into the
+             prompt, then Enter, twice, the worker left to finish its work in between (its CPU time
+             still for half a second); the second is timed: the model writes with what it learned of
+             the first. Its chars/s from Enter to the end, and its stream from the first char to the
+             last against `generate`.
+tail         from the model's last char on screen until the status line shows the turn committed.
 
 The app must keep: the title line first, the status line above the prompt line above the footer
 (the bottom three rows), the status forms `writing... N chars, R chars/s (Esc stops)` and
@@ -53,9 +61,11 @@ UNITS = {
     "app": (",.0f", "chars/s"),
     "busy": (",.0f", "chars/s"),
     "generate": (",.0f", "chars/s"),
+    "stream": (",.0f", "chars/s"),
     "page": (".1f", "/s"),
 }
 KEYS = ("app 80x24", "app 100x30", "busy 80x24", "frame 80x24", "ready 80x24")
+TYPED = ("app typed 80x24", "stream typed", "first typed", "tail typed", "first empty", "tail empty")
 _ids = itertools.count()
 
 
@@ -186,8 +196,11 @@ def launch(app: TmuxApp, timeout: float = 120) -> tuple[float, float]:
     return (frame[0] - t0 if frame else NAN), ready[0] - t0
 
 
-def idle_counts(app: TmuxApp, lines: list[str] | None = None) -> tuple[int, int] | None:
-    m = IDLE.search(app.status(lines))
+def idle_counts(app: TmuxApp, lines: list[str] | None = None, prompt_rows: int = 1) -> tuple[int, int] | None:
+    """The story's counts on the idle status line (above a prompt of `prompt_rows` rows: a typed
+    turn makes it taller), or None while the model writes."""
+    lines = lines or app.screen()
+    m = IDLE.search(lines[-2 - prompt_rows].strip())
     return (int(m[1].replace(",", "")), int(m[2].replace(",", ""))) if m else None
 
 
@@ -207,18 +220,86 @@ def configure(app: TmuxApp, args) -> None:
 
 def turn_rate(app: TmuxApp, chars: int, timeout: float) -> float:
     """chars/s of one model turn, from Enter until the idle status line shows it finished."""
-    before = idle_counts(app)
+    return timed_turn(app, chars, timeout)["rate"]
+
+
+def timed_turn(app: TmuxApp, chars: int, timeout: float, typed: str = "") -> dict[str, float]:
+    """One model turn after Enter (on the prompt's `typed` text, or an empty one), read off the
+    screen: rate (chars/s from Enter until the idle status line shows the turn's end), first (Enter
+    to the model's first char in the story), stream (chars/s from its first char to its last),
+    tail (its last char to the idle status line: the turn committed)."""
+    lines = app.screen()
+    before = next((c for rows in range(1, 12) if (c := idle_counts(app, lines, rows))), None)
     if before is None:
-        raise RuntimeError(f"not idle before the turn; status: {app.status()!r}")
+        raise RuntimeError("not idle before the turn:\n" + "\n".join(lines))
+    shown = app.story(lines)
     t0 = time.perf_counter()
     app.send("Enter")
-    while time.perf_counter() - t0 < timeout:
+    first = changed = None
+    while (now := time.perf_counter()) - t0 < timeout:
         lines = app.screen()
-        now, after = time.perf_counter(), idle_counts(app, lines)
-        if after not in (None, before):
-            return (after[1] - before[1]) / (now - t0)
-        time.sleep(poll_for(app.status(lines), chars))
+        now, after, area = time.perf_counter(), idle_counts(app, lines), app.story(lines)
+        if area != shown:
+            shown, changed = area, now
+            if first is None and model_shown(area, typed):
+                first = now
+        if after is not None and after[0] >= before[0] + (2 if typed else 1):  # the person's turn, then the model's
+            written = after[1] - before[1] - len(typed)
+            first = first or changed or now
+            stream = (written - 1) / max(1e-9, changed - first) if changed and changed > first else NAN
+            return {"rate": written / (now - t0), "first": first - t0, "stream": stream, "tail": now - (changed or now)}
+        time.sleep(0.002 if first is None else poll_for(app.status(lines), chars))
     raise RuntimeError(f"the turn did not finish in {timeout:.0f} s; status: {app.status()!r}")
+
+
+def model_shown(area: list[str], typed: str) -> bool:
+    """Whether the story area shows a char after the person's `typed` turn (any change at all when
+    nothing was typed): the text after the last of its last two words is not blank."""
+    if not typed:
+        return True
+    text, end = " ".join(" ".join(area).split()), " ".join(typed.split()[-2:])
+    at = text.rfind(end)
+    return at >= 0 and bool(text[at + len(end) :].strip())
+
+
+def worker_quiet(app: TmuxApp, still: float = 0.5, timeout: float = 60) -> None:
+    """Wait until the app's model worker has used no CPU for `still` s: done with what a turn
+    leaves for after it (learning the person's turn, the base model's states)."""
+    pids = [pid for pid in descendants(app.pane_pid or 0) if b"charterm.worker" in cmdline(pid)]
+    last, since, end = None, time.perf_counter(), time.perf_counter() + timeout
+    while (now := time.perf_counter()) < end and now - since < still:
+        used = sum(cpu_ticks(pid) for pid in pids)
+        if used != last:
+            last, since = used, now
+        time.sleep(0.05)
+
+
+def cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def cpu_ticks(pid: int) -> int:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def book_turns(path: str, chars: int, count: int) -> list[str]:
+    """`count` person's turns of about `chars` chars from the book: whole words, one line each."""
+    with open(path, encoding="utf-8") as f:
+        text = f.read(200_000)[100_000:]
+    words, turns = text.split(), []
+    while len(turns) < count:
+        turn = []
+        while sum(len(w) + 1 for w in turn) < chars:
+            turn.append(words.pop(0))
+        turns.append(" " + " ".join(turn).lstrip("/"))
+    return turns
 
 
 def poll_for(status: str, chars: int) -> float:
@@ -361,13 +442,36 @@ def idle_round(args, size: tuple[int, int], res: dict, latency: bool) -> None:
         res.setdefault(f"frame {size[0]}x{size[1]}", []).append(frame)
         res.setdefault(f"ready {size[0]}x{size[1]}", []).append(ready)
         configure(app, args)
-        res.setdefault(f"app {size[0]}x{size[1]}", []).append(turn_rate(app, args.chars, args.timeout))
+        got = timed_turn(app, args.chars, args.timeout)
+        res.setdefault(f"app {size[0]}x{size[1]}", []).append(got["rate"])
         if latency:
+            res.setdefault("first empty", []).append(got["first"])
+            res.setdefault("tail empty", []).append(got["tail"])
             start_long_turn(app)
             res.setdefault("ctrl+c", []).append(esc_stop(app, "C-c"))
             start_long_turn(app)  # key echo leaves its keys in the prompt: Esc comes after it
             res.setdefault("echo", []).extend(key_echo(app))
             res.setdefault("esc", []).append(esc_stop(app))
+
+
+def typed_round(args, res: dict) -> None:
+    """At 80x24, turns as a person writes them: a person's turn typed, then Enter; the first (nothing
+    learned yet) warms up, the second is timed (the model writes with what it learned of the first)."""
+    with TmuxApp(args.model, 80, 24) as app:
+        launch(app)
+        configure(app, args)
+        for k, turn in enumerate(book_turns(args.data, args.typed, 2)):
+            worker_quiet(app)
+            app.send("-l", turn)
+            if app.wait(lambda lines, t=turn: app.prompt(lines).endswith(t.split()[-1]), timeout=30) is None:
+                raise RuntimeError(f"the prompt did not show the typed turn: {app.prompt()!r}")
+            worker_quiet(app, still=0.3)
+            got = timed_turn(app, args.chars, args.timeout, typed=turn)
+            if k:
+                res.setdefault("app typed 80x24", []).append(got["rate"])
+                res.setdefault("stream typed", []).append(got["stream"])
+                res.setdefault("first typed", []).append(got["first"])
+                res.setdefault("tail typed", []).append(got["tail"])
 
 
 def busy_round(args, res: dict) -> None:
@@ -398,6 +502,7 @@ def one_round(args, res: dict) -> None:
         ("app 80x24", lambda: idle_round(args, (80, 24), res, latency=True)),
         ("app 100x30", lambda: idle_round(args, (100, 30), res, latency=False)),
         ("busy 80x24", lambda: busy_round(args, res)),
+        ("typed 80x24", lambda: typed_round(args, res)),
     ]
     for name, step in steps:
         try:
@@ -414,22 +519,36 @@ def ratio(a: float, b: float) -> str:
     return f"{a / b:.0%}" if b == b and b > 0 and a == a else "?"
 
 
+def ms(seconds: float) -> str:
+    return f"{1e3 * seconds:,.0f} ms"
+
+
 def latency(seconds: list[float]) -> str:
     return f"median {1e3 * statistics.median(seconds):.0f} ms, worst {1e3 * max(seconds):.0f} ms"
 
 
 def summary(res: dict) -> list[tuple[str, str, str]]:
     """(metric, figure, goal) rows; rates are best (max) of the rounds, times best (min)."""
-    best = {k: (max(v) if k.startswith(("app", "busy", "generate")) else min(v)) for k, v in res.items() if v}
-    best = {k: best.get(k, NAN) for k in (*KEYS, "import torch", "generate")}
+    rates = ("app", "busy", "generate", "stream")
+    best = {k: (max(v) if k.startswith(rates) else min(v)) for k, v in res.items() if v}
+    best = {k: best.get(k, NAN) for k in (*KEYS, *TYPED, "import torch", "generate")}
     gen, idle, torch_s = best["generate"], best["app 80x24"], best["import torch"]
     echo, esc, ctrl_c = res.get("echo") or [NAN], res.get("esc") or [NAN], res.get("ctrl+c") or [NAN]
+
+    def of_generate(rate: float) -> str:
+        return f"{rate:,.0f} chars/s ({ratio(rate, gen)} of generate)"
+
     rows = [("`charterm generate`", f"{gen:,.0f} chars/s", "")]
     for size in ("80x24", "100x30"):
-        app = best[f"app {size}"]
-        rows.append((f"app on screen, {size}", f"{app:,.0f} chars/s ({ratio(app, gen)} of generate)", ">= 90%"))
+        rows.append((f"app on screen, {size}", of_generate(best[f"app {size}"]), ">= 90%"))
+    rows.append(("app after a typed turn (learning), 80x24", of_generate(best["app typed 80x24"]), ""))
+    rows.append(("  its stream, first char to last", of_generate(best["stream typed"]), ">= 90%"))
     busy = best["busy 80x24"]
     rows.append(("app, PgUp/PgDn + training, 80x24", f"{busy:,.0f} chars/s ({ratio(busy, idle)} of idle)", ">= 80%"))
+    rows.append(("first char, Enter on an empty prompt", ms(best["first empty"]), ""))
+    rows.append(("first char, Enter after a typed turn", ms(best["first typed"]), "<= 150 ms"))
+    tails = f"{ms(best['tail empty'])}; after a typed turn {ms(best['tail typed'])}"
+    rows.append(("tail: last char to committed", tails, "<= 250 ms"))
     rows.append(("first frame", f"{best['frame 80x24']:.2f} s", "<= 0.8 s"))
     rows.append(("model ready", f"{best['ready 80x24']:.2f} s (import torch {torch_s:.2f} s)", "<= import torch + 1 s"))
     rows.append(("key echo while writing", latency(echo), "median < 30 ms"))
@@ -469,6 +588,7 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "anna.txt"), help="text for /train")
     ap.add_argument("--train-args", default="--max-time 600 --hidden 64 --layers 1", help="the rest of /train")
     ap.add_argument("--timeout", type=float, default=300, help="seconds one turn may take")
+    ap.add_argument("--typed", type=int, default=300, help="chars of each person's turn typed in the typed round")
     args = ap.parse_args()
     args.model = str(Path(args.model).resolve())
     args.data = str(Path(args.data).resolve())

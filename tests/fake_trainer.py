@@ -10,7 +10,8 @@
 --hang      steps until SIGINT, then a done event (reason interrupted) and exit 130
 --stubborn  like --hang but ignores SIGINT and SIGTERM (only SIGKILL ends it)
 --garbage   a non-JSON line among the events
-Unknown arguments (e.g. --progress jsonl) are ignored.
+Unknown arguments (e.g. --progress jsonl) are ignored. Elapsed times are the trainer's own
+clock's (`charterm.pauses.clock`: stops made by the app that started it are left out).
 """
 
 import signal
@@ -18,6 +19,7 @@ import sys
 import time
 
 from charterm import train_events as te
+from charterm.pauses import clock, continue_if_orphaned
 
 args = sys.argv[1:]
 
@@ -33,6 +35,8 @@ val = float(option("--val", "1.5"))
 baseline = option("--baseline", "") or None
 baseline_loss = float(option("--baseline-loss", "nan")) if baseline else None
 stop = []
+continue_if_orphaned()
+started = clock()
 
 
 def emit(event: te.Event) -> None:
@@ -48,7 +52,7 @@ def step_event(step: int, total: int) -> None:
             loss=4.0 / (1 + 0.1 * step),
             lr=0.002,
             chars_per_sec=12345.6,
-            elapsed=round(step * delay, 2),
+            elapsed=round(clock() - started, 3),
             progress=min(1.0, step / total),
         )
     )
@@ -101,7 +105,7 @@ while step < steps or "--hang" in args or "--stubborn" in args:
                 epoch=step / steps,
                 best_val_loss=float("inf"),
                 reason="interrupted",
-                elapsed=round(step * delay, 2),
+                elapsed=round(clock() - started, 3),
                 out=out,
                 resume=out.replace(".safetensors", ".resume.pt"),
             )
@@ -121,7 +125,7 @@ emit(
         epoch=1.0,
         best_val_loss=val,
         reason="finished",
-        elapsed=round(step * delay, 2),
+        elapsed=round(clock() - started, 3),
         out=out,
         resume=out.replace(".safetensors", ".resume.pt"),
     )

@@ -615,6 +615,36 @@ def test_a_worse_model_from_training_is_not_offered_and_follow_keeps_the_model_i
     run_app(test, model=tiny_model)
 
 
+def test_training_stops_while_the_model_writes_a_turn_and_goes_on_after_it(home, tiny_model, tmp_path, fake_training):
+    """Point 4 of issue 22: a training job started from the app makes no step while a turn is
+    written (its process is stopped), and goes on when the turn is committed."""
+
+    def stopped(pid: int) -> bool:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "T"
+
+    async def test(app, pilot):
+        await wait_ready(pilot)
+        await submit(pilot, "/chars 20000")
+        await wait_idle(pilot)
+        await submit(pilot, f"/train --hang --delay 0.02 --out {tmp_path / 'm.safetensors'}")
+        pane, job = app.query_one(TrainingPane), fake_training[0]
+        await wait_until(pilot, lambda: pane.step >= 3, 10, "steps")
+        await submit(pilot, "Anna")
+        await wait_until(pilot, lambda: app.writing and app._gen_chars > 0, 10, "the model to write")
+        at_start = pane.step
+        assert job.paused and stopped(job.pid)
+        assert shown(app, "TrainingPane > #status") == "paused while the model writes"
+        await pilot.pause(0.4)  # 20 steps' time
+        assert app.writing and pane.step <= at_start + 1  # one step event may have been on its way
+        await wait_idle(pilot, 60)
+        assert not job.paused and not stopped(job.pid)
+        await wait_until(pilot, lambda: pane.step > at_start + 3, 10, "steps after the turn")
+        assert shown(app, "TrainingPane > #status") != "paused while the model writes"
+
+    run_app(test, model=tiny_model)
+
+
 def test_follow_switches_to_each_checkpoint(home, tiny_model, tmp_path, fake_training):
     followed = tmp_path / "followed.safetensors"
     shutil.copy(tiny_model, followed)

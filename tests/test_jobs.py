@@ -21,12 +21,19 @@ class Recorder:
 
     def __init__(self):
         self.events: list[dict] = []
+        self.received: list[float] = []
         self.lock = threading.Lock()
 
     def __call__(self, event: te.Event) -> None:
         assert isinstance(event, te.Event)
         with self.lock:
             self.events.append({"event": event.KIND, **asdict(event)})
+            self.received.append(time.monotonic())
+
+    def steps(self) -> list[tuple[float, dict]]:
+        """(when it arrived, the event) of each step event so far."""
+        with self.lock:
+            return [(t, e) for t, e in zip(self.received, self.events, strict=True) if e["event"] == "step"]
 
     def kinds(self) -> list[str]:
         with self.lock:
@@ -102,6 +109,61 @@ def test_cancel_escalates_to_sigkill_when_the_child_ignores_signals():
     job.cancel(timeout=0.3)
     assert job.wait(10) == -signal.SIGKILL
     assert rec.events[-1]["cancelled"] is True and "done" not in rec.kinds()
+
+
+def process_state(pid: int) -> str:
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0]
+
+
+def paused_a_while(job: TrainingJob, rec: Recorder, seconds: float) -> tuple[list, list]:
+    """Pause the job once it steps, for `seconds`, then resume it and let it step again; the step
+    events (arrival, event) before the pause and those after it."""
+    rec.wait_for("step", timeout=30)
+    job.pause()
+    time.sleep(0.2)  # a step event already in the pipe may still arrive
+    before = rec.steps()
+    assert job.paused and process_state(job.pid) == "T"  # stopped, not merely slowed
+    time.sleep(seconds)
+    assert rec.steps() == before  # not one step while paused
+    job.resume()
+    deadline = time.monotonic() + 30
+    while len(rec.steps()) < len(before) + 3:
+        assert time.monotonic() < deadline, "no steps after resume"
+        time.sleep(0.01)
+    return before, rec.steps()[len(before) :]
+
+
+def test_a_paused_job_makes_no_step_until_resumed_and_its_clock_leaves_the_pause_out():
+    job, rec = fake_job("--hang", "--delay", "0.01")
+    try:
+        before, after = paused_a_while(job, rec, 1.5)
+    finally:
+        job.cancel()
+        job.wait(10)
+    assert after[0][1]["step"] == before[-1][1]["step"] + 1  # it goes on where it stopped
+    wall = after[0][0] - before[-1][0]
+    assert job.paused_seconds >= 1.5 and wall >= 1.5
+    assert after[0][1]["elapsed"] - before[-1][1]["elapsed"] < wall - 0.5 * job.paused_seconds
+    assert job.returncode == 130 and not job.paused
+
+
+def test_a_real_training_run_paused_counts_running_time_only(corpus, tmp_path):
+    """`charterm train`'s elapsed and chars/s leave out the time the app kept it stopped."""
+    args = ["--data", corpus, "--out", tmp_path / "m.safetensors", "--hidden", "32", "--layers", "1"]
+    args += ["--batch-size", "8", "--seq-length", "32", "--epochs", "100", "--device", "cpu"]
+    rec = Recorder()
+    job = TrainingJob(args, rec, cwd=str(ROOT), nice=0)
+    job.start()
+    try:
+        before, after = paused_a_while(job, rec, 2.0)
+    finally:
+        job.cancel()
+        job.wait(30)
+    (t0, last), (t1, first) = before[-1], after[0]
+    assert first["elapsed"] - last["elapsed"] < (t1 - t0) - 0.5 * job.paused_seconds
+    assert first["chars_per_sec"] > 0.5 * last["chars_per_sec"]
+    assert job.returncode == 130
 
 
 def test_child_runs_at_lower_priority_in_its_own_session():

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from charterm.config import ADAPT_SEGMENT
 from charterm.engine.checkpoint import load_model
 from charterm.paths import default_model_path
 from charterm.story import learning
@@ -41,6 +42,8 @@ def store(home):
 
 
 def weights(session: Session) -> dict[str, torch.Tensor]:
+    """The weights the rule gives after the story's last turn (the worker catches up when idle)."""
+    session.catch_up()
     return {k: v.clone() for k, v in session.learner.adapter.model.state_dict().items()}
 
 
@@ -49,8 +52,10 @@ def same(a: dict, b: dict) -> bool:
 
 
 def write(session: Session, text: str, model_chars: int = 40) -> None:
+    """A person's turn and the model's, then what the worker does when idle."""
     session.append_person_turn(text)
     session.continue_(model_chars).run()
+    session.catch_up()
 
 
 def test_undo_gives_back_every_weight_bit_for_bit_also_past_the_kept_snapshots(store, loaded):
@@ -74,6 +79,49 @@ def test_only_the_person_s_turns_are_learned(store, loaded):
     s.continue_(120).run()
     assert same(weights(s), after_person) and s.learner.chars == len(NAMED)
     assert s.generation_stepper() is not s.stepper  # the model writes with what it learned
+
+
+def fed(*models) -> list[int]:
+    """The length of every sequence the models read from now on (the steppers that write are not
+    models: what they write is not counted)."""
+    counts: list[int] = []
+    for model in models:
+        model.register_forward_pre_hook(lambda _module, args: counts.append(args[0].shape[1]))
+    return counts
+
+
+def test_a_turn_starts_once_its_last_chars_are_learned_and_ends_without_reading_it_again(store, loaded):
+    """Before the model's first char the person's turn is learned ADAPT_SEGMENT chars at a time,
+    each segment scored by the base and the adapted weights and read once by the weights that
+    write, never the story's last READ_CHARS chars again; what was learned while it was typed
+    (`prepare`, here after an edit that started it again) is not done again, to the same bits.
+    After the model's last char nothing is read before the turn is committed."""
+    turn, prepared, after = NAMED[:60] * 5, 3 * ADAPT_SEGMENT, {}
+    for ahead in (False, True):
+        s = Session.open(store, f"at once {ahead}", loaded)
+        s.update_settings(seed=1)  # both stories alike
+        write(s, NAMED * (learning.READ_CHARS // len(NAMED) + 1))
+        if ahead:
+            s.prepare(NAMED[::-1] * 2)  # typed, then rubbed out
+            s.prepare(turn[: prepared + ADAPT_SEGMENT // 2])
+        learned_before = s.learner.chars
+        counts = fed(s.loaded.model, s.learner.adapter.model, *([s.learner.ahead.adapter.model] if ahead else []))
+        s.append_person_turn(turn)
+        with s.continue_(2_000) as cont:
+            chars = iter(cont)
+            next(chars)
+            assert max(counts) <= ADAPT_SEGMENT  # no re-read of the story
+            assert sum(counts) == 3 * (len(turn) - (prepared if ahead else 0))  # scored twice, read once
+            assert s.learner.chars == learned_before + len(turn)
+            for _ in chars:
+                pass
+            counts.clear()
+        assert s.turns[-1].text == cont.text and len(cont.text) == 2_000 and counts == []
+        s.catch_up()  # the worker, when idle: the base model's states of the two turns
+        assert sum(counts) == len(turn) + len(cont.text) and all(state is not None for state in s._states)
+        after[ahead] = weights(s), s._written[-2]
+    assert same(after[False][0], after[True][0])
+    assert all(torch.equal(a, b) for a, b in zip(after[False][1], after[True][1], strict=True))
 
 
 def test_reopening_continues_with_the_saved_weights_or_learns_them_again_exactly(store, home, loaded, monkeypatch):
@@ -174,6 +222,7 @@ def test_the_learned_story_s_name_gets_likelier(store, loaded):
     s = Session.open(store, "names", loaded)
     for _ in range(6):
         s.append_person_turn(NAMED)
+    s.catch_up()
     base, adapted = s.adaptation()["last_base"], s.adaptation()["last_adapted"]
     assert adapted < base - 0.1, s.adaptation()
     assert s.adaptation()["gain"] > 0

@@ -131,6 +131,7 @@ def test_turns_are_what_was_shown_and_states_are_what_feeding_the_text_gives(sto
     cont.close()
     assert s.turns[-1].text == second
 
+    s.catch_up()  # what the worker does when idle: the states it left for after the turn
     runs, story = db_turns(home, "s")
     assert runs == [(PERSON, "every family "), (MODEL, "".join(shown)), (PERSON, "is happy "), (MODEL, second)]
     assert story.revision == 4
@@ -395,7 +396,8 @@ def _build_story(store, loaded, **kw):
     s.continue_().run()
     s.append_person_turn("is happy. ")
     s.continue_().run()
-    s.save_adaptation()  # as the worker does when idle: reopening then learns nothing again
+    s.catch_up()  # as the worker does when idle: the last turns' states and the weights after them
+    s.save_adaptation()  # and then this: reopening learns nothing again
     return s
 
 
@@ -602,7 +604,7 @@ def test_a_running_continuation_saves_drafts_every_half_second(store, home, load
 
 
 def test_a_draft_left_behind_is_recovered_as_a_model_turn(store, home, loaded, monkeypatch):
-    monkeypatch.setattr(continuation_mod, "DRAFT_EVERY", 0.0)
+    monkeypatch.setattr(continuation_mod, "DRAFT_EVERY", 0.0)  # where Continuation reads it
     s = session(store, loaded)
     s.append_person_turn("every ")
     cont = s.continue_(5000)
@@ -630,7 +632,7 @@ def test_a_draft_left_behind_is_recovered_as_a_model_turn(store, home, loaded, m
 
 
 def test_opening_a_story_while_another_window_generates_does_not_steal_its_draft(store, home, loaded, monkeypatch):
-    monkeypatch.setattr(continuation_mod, "DRAFT_EVERY", 0.0)
+    monkeypatch.setattr(continuation_mod, "DRAFT_EVERY", 0.0)  # where Continuation reads it
     a = session(store, loaded)
     a.append_person_turn("every ")
     cont = a.continue_(80)
@@ -825,11 +827,16 @@ def test_moving_in_the_tree_gives_back_the_learned_weights_bit_for_bit(store, ho
     s.append_person_turn("velmorth sat by the stove. ")
     s.continue_().run()
     s.append_person_turn("velmorth said nothing. ")
+    s.catch_up()  # the worker, when idle: the weights after the last turn
     learned = {k: v.clone() for k, v in s.learner.adapter.model.state_dict().items()}
     s.checkout(s.turns[1].id)
     s.append_person_turn("kandish came in. ")
+    s.catch_up()
+    assert not all(torch.equal(v, s.learner.adapter.model.state_dict()[k]) for k, v in learned.items())
     s.checkout(s.turns[1].id)
     s.redo()  # the newest branch: kandish
+    s.catch_up()
     s.switch_version(-1)  # the first: velmorth said nothing
+    s.catch_up()
     now = s.learner.adapter.model.state_dict()
     assert all(torch.equal(v, now[k]) for k, v in learned.items())

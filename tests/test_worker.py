@@ -223,6 +223,29 @@ def test_generate_a_new_story_and_the_app_start_alike(home, tiny_model):
     assert written["on"][:150] == adapted.stdout
 
 
+def test_a_turn_learned_as_it_is_typed_is_written_on_as_one_learned_at_enter(home, tiny_model):
+    """`typing` (the prompt as the person types it) lets the worker learn the turn ahead of Enter;
+    the story, the model's answer and what was learned are the same as without it, also when
+    the prompt was changed after it was sent."""
+    turn = "Anna went to the ball, and Kitty was there, dancing with Vronsky all evening long. " * 2
+    answers = {}
+    d = Driver()
+    try:
+        for name, typed in (("at enter", []), ("as typed", [turn[::-1], turn[:120], turn[:-5]])):
+            d.request(p.Open, model=str(tiny_model), story=name)
+            for field, value in (("seed", "5"), ("chars", "80")):
+                d.request(p.SetSetting, field=field, value=value)
+            for text in typed:
+                assert [ev.KIND for ev in d.request(p.Typing, text=text)] == ["done"]  # nothing to show
+            events = d.request(p.Write, text=turn)
+            snapshot = next(ev for ev in events if isinstance(ev, p.Snapshot))
+            answers[name] = model_text(events), snapshot.adaptation, stored(name)[0]
+    finally:
+        d.client.close()
+    assert answers["as typed"] == answers["at enter"] and answers["at enter"][2] == ("person", turn)
+    assert answers["at enter"][1]["chars"] == len(turn)
+
+
 def test_the_docs_list_every_message_of_the_protocol():
     from pathlib import Path
 

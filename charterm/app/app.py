@@ -39,6 +39,7 @@ from charterm.worker import protocol as p
 from charterm.worker.client import OPEN_ID, WorkerClient, start_worker
 
 STATUS_HZ = 10  # the "writing..." line is redrawn this often
+TYPING_EVERY = 0.2  # seconds: the prompt as typed goes to the worker at most this often (it learns it ahead of Enter)
 NARROW = 70  # below this width the side pane starts hidden
 RESTARTS = 3  # worker restarts allowed within RESTART_WINDOW seconds
 RESTART_WINDOW = 60.0
@@ -124,6 +125,8 @@ class CharTermApp(SlashCommands, TrainingControl, App):
         self.editing: int | None = None  # the id of the turn whose text the prompt holds for editing
         self._draft = ""  # what the prompt held before the edit began
         self._tree_request: int | None = None  # the `tree` request whose answer opens the fork list
+        self._typed = ""  # the prompt's text last sent as `typing`
+        self._typing: set[int] = set()  # `typing` requests not done yet (not waited for: not in `pending`)
 
     @property
     def card(self) -> dict | None:
@@ -157,6 +160,7 @@ class CharTermApp(SlashCommands, TrainingControl, App):
         self._listen(self.client)
         self.pending.add(OPEN_ID)
         self.set_interval(1 / STATUS_HZ, self._show_progress)
+        self.set_interval(TYPING_EVERY, self._send_typing)
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             import asyncio
 
@@ -246,6 +250,7 @@ class CharTermApp(SlashCommands, TrainingControl, App):
         if ev.id != self.query_one(ChoiceList).expecting:
             self.query_one(ChoiceList).close()
         self.writing, self._gen_chars, self._gen_started = True, 0, time.monotonic()
+        self._pause_training()
 
     def _on_choice(self, ev: p.Choice) -> None:
         choices = self.query_one(ChoiceList)
@@ -267,6 +272,7 @@ class CharTermApp(SlashCommands, TrainingControl, App):
         self.last_version = tuple(ev.version)
         if ev.author == "model":
             self.writing = False
+            self._resume_training()
         if self.snapshot is not None:
             self.snapshot = p.Snapshot(**{**vars(self.snapshot), "turns": ev.turns, "chars": ev.chars})
         self._show_counts(ev.turns, ev.chars)
@@ -285,6 +291,8 @@ class CharTermApp(SlashCommands, TrainingControl, App):
         self.notify(ev.text, severity=ev.severity, timeout=6, markup=False)
 
     def _on_error(self, ev: p.Error) -> None:
+        if ev.id in self._typing:  # learning ahead is best effort: Enter learns the turn anyway
+            return
         if ev.id == self.query_one(CandidateList).expecting:
             self.query_one(CandidateList).close()
         if ev.id == self.query_one(ChoiceList).expecting:
@@ -309,11 +317,15 @@ class CharTermApp(SlashCommands, TrainingControl, App):
             self.push_screen(ForkScreen(ev.turns), self._checkout)
 
     def _on_done(self, ev: p.Done) -> None:
+        if ev.id in self._typing:
+            self._typing.discard(ev.id)
+            return
         self.pending.discard(ev.id)
         if self._unconfirmed.pop(ev.id, None) is not None:
             self._show_settings()
         if not self.pending:
             self.writing = False
+            self._resume_training()
             self._show_counts()
 
     @on(WorkerExited)
@@ -331,7 +343,17 @@ class CharTermApp(SlashCommands, TrainingControl, App):
         self.notify(f"the model worker stopped ({why}); restarting it", severity="warning", timeout=8, markup=False)
         self.client = start_worker(self.story_name, None, self.precision, self.in_thread)
         self.snapshot, self.pending, self.writing, self._unconfirmed = None, {OPEN_ID}, False, {}
+        self._resume_training()
         self._listen(self.client)
+
+    def _send_typing(self) -> None:
+        """The prompt's story text as typed so far, for the worker to learn ahead of Enter."""
+        text = self.query_one(PromptInput).text
+        if text == self._typed or self.snapshot is None or self.editing is not None or text.lstrip().startswith("/"):
+            return
+        self._typed = text
+        if text.strip():
+            self._typing.add(self.client.send(p.Typing, text=commands.unescape(text)))
 
     def _show_progress(self) -> None:
         if self.writing:
@@ -350,7 +372,9 @@ class CharTermApp(SlashCommands, TrainingControl, App):
             self.run_command(value)
             return
         self._stop_model()  # typing while the model writes: stop it, then add
+        self._pause_training()  # from now: the model reads the turn, then writes its own
         self._send(p.Write, text=commands.unescape(value))
+        self._typed = ""
         if self.snapshot is None:
             self._set_status("the model is still loading; your input is queued")
 

@@ -60,6 +60,17 @@ class TrainingControl:
         found = default_text()
         return str(found) if found else None
 
+    def _pause_training(self) -> None:
+        """A turn is being written: training stops until it ends, so the two never share the CPU."""
+        if self.job is not None and self.job.running and not self.job.paused:
+            self.job.pause()
+            self.query_one(TrainingPane).pause()
+
+    def _resume_training(self) -> None:
+        if self.job is not None and self.job.paused:
+            self.job.resume()
+            self.query_one(TrainingPane).resume()
+
     def _training_update(self, ev: te.Event) -> None:
         self.query_one(TrainingPane).handle(ev)
         if isinstance(ev, te.Start):
@@ -68,6 +79,7 @@ class TrainingControl:
             self._checkpoint(ev)
         elif isinstance(ev, te.Exit):
             self.job = None
+            self.query_one(TrainingPane).resume()
 
     def _checkpoint(self, ev: te.Checkpoint) -> None:
         """A model training wrote: offered only if it beats the model in use on the same text."""

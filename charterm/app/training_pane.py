@@ -5,8 +5,10 @@ It draws the `charterm.train_events` a `charterm.worker.jobs.TrainingJob` delive
 
 import math
 import signal
+import time
 
 from textual.app import ComposeResult
+from textual.clock import Clock
 from textual.containers import Vertical
 from textual.widgets import ProgressBar, Static
 from textual_plotext import PlotextPlot
@@ -14,6 +16,7 @@ from textual_plotext import PlotextPlot
 from charterm import train_events as te
 
 MAX_POINTS = 500  # train-loss points kept for the chart; halved (every other one) when exceeded
+PAUSED = "paused while the model writes"
 REDRAW_EVERY = 0.25  # seconds: the chart redraws at most this often, however fast events come
 
 
@@ -65,10 +68,11 @@ class TrainingPane(Vertical):
         self.loss = self.val_loss = self.best_val_loss = self.chars_per_sec = math.nan
         self.error: str | None = None
         self.outcome: str | None = None  # done | cancelled | failed
+        self._paused_seconds, self._paused_at = 0.0, None  # the run's stops while the model writes
 
     def compose(self) -> ComposeResult:
         yield Static(self.status, id="status", markup=False)
-        yield ProgressBar(total=1, id="progress")
+        yield ProgressBar(total=1, id="progress", clock=Clock(get_time=self._running_time))  # ETA: running time
         yield Static(self._stats(), id="stats", markup=False)
         yield PlotextPlot(id="chart")
 
@@ -80,6 +84,22 @@ class TrainingPane(Vertical):
             self.query_one(ProgressBar).update(total=1)
         self._show()
         self._schedule_redraw()
+
+    def pause(self) -> None:
+        """The run is stopped while the model writes: say so, and stop its ETA's clock."""
+        if self._paused_at is None:
+            self._paused_at = time.monotonic()
+            self._show()
+
+    def resume(self) -> None:
+        if self._paused_at is not None:
+            self._paused_seconds += time.monotonic() - self._paused_at
+            self._paused_at = None
+            self._show()
+
+    def _running_time(self) -> float:
+        now = time.monotonic()
+        return now - self._paused_seconds - (now - self._paused_at if self._paused_at is not None else 0.0)
 
     def handle(self, event: te.Event) -> None:
         """Draw one event; kinds it does not draw are ignored, bad values never raise."""
@@ -172,7 +192,8 @@ class TrainingPane(Vertical):
         return f"{speed} chars/s  loss {_loss(self.loss)}\nval {_loss(self.val_loss)}  best {_loss(self.best_val_loss)}"
 
     def _show(self) -> None:
-        self.query_one("#status", Static).update(self.status)
+        paused = self._paused_at is not None and self.outcome is None
+        self.query_one("#status", Static).update(PAUSED if paused else self.status)
         self.query_one("#stats", Static).update(self._stats())
 
     def _add_train_point(self, step: int, loss: float) -> None:

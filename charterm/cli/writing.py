@@ -204,6 +204,7 @@ def _continue_story(name, model, prime, settings, precision, adapt, retry=False,
         _say_versions(session, name, choices)
     else:
         _stream(session, retry)
+    session.catch_up()  # after the text is out: the prime learned, the states saved for the next run
     session.save_adaptation()
     if retry and not choices:
         k, n = session.versions()

@@ -6,7 +6,6 @@ The best-validation model goes to `out` and a resume state beside it, both writt
 
 import math
 import os
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +26,7 @@ from charterm.engine.text import Vocabulary, check_sizes, row_starts, split_trai
 from charterm.errors import CharTermError, UsageError
 from charterm.files import remove_stale_temps
 from charterm.paths import training_out, training_text
+from charterm.pauses import clock, continue_if_orphaned
 
 # Automatic validation cadence: first pass after FIRST_EVAL_SECONDS, then often enough that the
 # full validation pass takes about EVAL_SHARE of the time (the notebook's every-10-steps pass
@@ -212,6 +212,7 @@ class Trainer:
     # --- the loop -----------------------------------------------------------------------------
 
     def run(self) -> TrainResult:
+        continue_if_orphaned()  # the app stops the run while the model writes (charterm.pauses)
         self._begin()
         self.model.train()
         while True:
@@ -261,10 +262,10 @@ class Trainer:
                 baseline_val_loss=self.baseline_val,
             )
         )
-        self.started = time.monotonic() - self.elapsed
+        self.started = clock() - self.elapsed
         self.next_eval_at = FIRST_EVAL_SECONDS + self.elapsed  # the automatic cadence (eval_every == 0)
         self.last_eval_seconds, self.last_step_event, self.train_loss = 0.0, 0.0, math.nan
-        self.t_window, self.chars_window = time.monotonic(), 0
+        self.t_window, self.chars_window = clock(), 0
         spent_time = bool(cfg.max_time) and self.elapsed >= cfg.max_time
         self.budget_spent = bool(cfg.max_steps and self.step >= cfg.max_steps) or self.agreed(spent_time)
 
@@ -295,7 +296,7 @@ class Trainer:
             self.chars_window + self.chars_per_step,
         )
         self.train_loss = loss.item()
-        now = time.monotonic()
+        now = clock()
         self.budget_spent = bool(cfg.max_steps and self.step >= cfg.max_steps) or (
             bool(cfg.max_time) and now - self.started >= cfg.max_time
         )
@@ -333,7 +334,7 @@ class Trainer:
     def progress(self) -> float:
         p = self.step / self.total_steps if self.total_steps else 1.0
         if self.cfg.max_time:
-            p = max(p, (time.monotonic() - self.started) / self.cfg.max_time)
+            p = max(p, (clock() - self.started) / self.cfg.max_time)
         return p
 
     def agreed(self, flag: bool) -> bool:
@@ -344,7 +345,7 @@ class Trainer:
 
     def evaluate(self) -> None:
         """Score the validation text; keep the model if it is the best yet; save the resume state."""
-        cfg, ranks, t0 = self.cfg, self.ranks, time.monotonic()
+        cfg, ranks, t0 = self.cfg, self.ranks, clock()
         val, n = evaluate(
             self.model,
             self.val_ids,
@@ -361,9 +362,9 @@ class Trainer:
             self.stop.set(self.stop.reason or "interrupted")
             return
         self.last_eval_step = self.step
-        spent = self.last_eval_seconds = time.monotonic() - t0
+        spent = self.last_eval_seconds = clock() - t0
         self.next_eval_at = (
-            time.monotonic() - self.started + max(FIRST_EVAL_SECONDS, spent * (1 - EVAL_SHARE) / EVAL_SHARE)
+            clock() - self.started + max(FIRST_EVAL_SECONDS, spent * (1 - EVAL_SHARE) / EVAL_SHARE)
         )
         improved = val < self.best_val
         self.emit(
@@ -382,7 +383,7 @@ class Trainer:
             self.best_val = val
             self.checkpoint(val)
         self.save_resume()
-        self.t_window, self.chars_window = time.monotonic(), 0
+        self.t_window, self.chars_window = clock(), 0
 
     def checkpoint(self, val: float) -> None:
         """Write the model (rank 0) and send `checkpoint`, compared with the baseline if there is one."""
@@ -399,7 +400,7 @@ class Trainer:
                 "steps": self.step,
                 "val_loss": val,
                 "train_loss": self.train_loss,
-                "wall_time": round(time.monotonic() - self.started, 1),
+                "wall_time": round(clock() - self.started, 1),
                 "created": datetime.now(UTC).isoformat(timespec="seconds"),
             }
             save_model(self.out, self.model, self.vocab, info)
@@ -433,7 +434,7 @@ class Trainer:
             step=self.step,
             epoch=self.epoch,
             window=self.window,
-            elapsed=time.monotonic() - self.started,
+            elapsed=clock() - self.started,
             best_val=self.best_val,
             vocab=list(self.vocab.chars),
             data_sha256=self.corpus.sha256,
@@ -460,7 +461,7 @@ class Trainer:
                 epoch=self.epoch + self.window / self.n_windows,
                 best_val_loss=self.best_val,
                 reason=self.stop.reason if interrupted else "finished",
-                elapsed=round(time.monotonic() - self.started, 2),
+                elapsed=round(clock() - self.started, 2),
                 out=str(self.out),
                 resume=str(self.resume_path),
                 rank_fingerprints=fingerprints,

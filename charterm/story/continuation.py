@@ -39,11 +39,8 @@ class Continuation:
         self.owner = new_owner()
         LIVE_WRITERS.add(self.owner)
         s = session.settings
-        self._start_state = state = session.state
-        stepper = session.generation_stepper()
+        stepper, state = session.writer()
         self._adapted = stepper is not session.stepper
-        if self._adapted:
-            state = session.adapted_state()
         sampler = CharSampler(s.top_k or None, s.temperature, seed, session.loaded.vocab.unknown_id)
         bans, chars, before = Bans(s.bans), session.loaded.vocab.chars, session.text_before(s.bans)
         self._gen = generation(stepper, session.logits(state, stepper), state, sampler, bans, chars, before)
@@ -93,11 +90,13 @@ class Continuation:
             if s.store and s.story:
                 s.store.drop_draft(s.story.id)
             return None
-        # the story's states are the base model's (charterm.story.learning): adapted weights wrote
-        # this turn, so the base model reads it
-        state = s._run_text(self.text, self._start_state) if self._adapted else self._gen.state
-        self.turn = Turn(MODEL, self.text, pack_state(state), s.loaded.fingerprint)
-        s._commit(self.turn, state)
+        written = self._gen.state
+        if self._adapted:  # the story's states are the base model's: it reads this turn after it (catch_up)
+            self.turn = Turn(MODEL, self.text)
+            s._commit(self.turn, written=written, lazy=True)
+        else:
+            self.turn = Turn(MODEL, self.text, pack_state(written), s.loaded.fingerprint)
+            s._commit(self.turn, written, written)
         return self.turn
 
     def run(self) -> Turn | None:

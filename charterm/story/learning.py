@@ -9,20 +9,28 @@ weights carry what was learned, and they can always be re-learned, bit for bit, 
 The weights before each of the last KEEP learned turns are kept in memory (an undo is instant)
 and the latest in the store (reopening is instant).
 
+A turn is learned ADAPT_SEGMENT chars at a time: each segment scored by the base and the adapted
+weights, then one step, then read by the stepped weights from the state they write from (so the
+model's answer starts from a state that has read the turn). The segments of a turn being typed
+are learned as they are typed (`Learner.prepare`, on a copy of the weights), so Enter leaves
+only its last few chars; the bits are the same either way.
+
 Only the person's text: benchmarks/adapt_story.py measured that learning the model's own turns
 as well takes away the whole gain on the person's text.
 """
 
 import contextlib
 from collections import OrderedDict
+from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 
 from charterm.config import ADAPT_SEGMENT, STORY_ADAPT_LR
-from charterm.engine.adapt import Adapter, Snapshot, loss_sum
+from charterm.engine.adapt import Adapter, Snapshot
 from charterm.engine.checkpoint import LoadedModel
-from charterm.engine.model import State
-from charterm.engine.sampling import Stepper
+from charterm.engine.model import CharModel, State
+from charterm.engine.sampling import Stepper, run_ids
 from charterm.story.store import PERSON, Turn
 
 KEEP = 2  # snapshots in memory: 27 MB each for the shipped model
@@ -42,6 +50,29 @@ def one_thread():
         torch.set_num_threads(before)
 
 
+@torch.no_grad()
+def score(model: CharModel, ids: list[int], state: State) -> tuple[float, State]:
+    """Summed loss (nats) of `ids` under `model` from `state` (the first id predicted by the state
+    itself), and the state after them."""
+    x = torch.tensor([ids], dtype=torch.long)
+    logits, after = model(x, state)
+    logits = torch.cat([model.fc(state[0][-1]), logits[0, :-1]])
+    return F.cross_entropy(logits.float(), x[0], reduction="sum").item(), after
+
+
+class Ahead:
+    """A person's turn being learned: the chars learned so far, the base and adapted weights'
+    states after them, the state the adapted weights write from (None: not at hand), the losses,
+    and the weights before it (`snap`). `key` names the weights and the story it follows;
+    `adapter` is a copy of the story's weights while the turn is only typed."""
+
+    def __init__(self, key, snap: Snapshot, adapter: Adapter, state_before: State, written: State | None):
+        self.key, self.snap, self.adapter, self.written = key, snap, adapter, written
+        self.ids: list[int] = []
+        self.base_state = self.adapt_state = state_before
+        self.base = self.adapted = 0.0
+
+
 class Learner:
     """The adapted weights of one story, the turn they belong after, and what they gained."""
 
@@ -55,24 +86,62 @@ class Learner:
         self.before: OrderedDict[int, Snapshot] = OrderedDict()  # turn id -> the state before learning it
         self.saved = True
         self._stepper: Stepper | None = None
+        self.ahead: Ahead | None = None  # the turn being typed, learned so far (`prepare`)
+        self._spare: Adapter | None = None  # a copy of the weights to learn it on
 
     @property
     def chars(self) -> int:
         return self.adapter.chars
 
-    def learn(self, turn: Turn, state_before: State) -> None:
-        """Score the person's turn under the base and the adapted weights, then learn it."""
-        ids = self.ids(turn.text)
-        self.before[turn.id] = self.snapshot()
+    def learn(self, turn: Turn, state_before: State, written: State | None = None, key=None) -> State | None:
+        """Score the person's turn under the base and the adapted weights, then learn it, a segment
+        at a time, each read after its step from `written`, the state the adapted weights write
+        from; what `prepare` learned of it under `key` is not done again. Returns that state after
+        the turn (None if `written` was)."""
+        ids, a = self.ids(turn.text), self.ahead
+        if a is None or a.key != key or key is None or ids[: len(a.ids)] != a.ids:
+            a = Ahead(key, self.snapshot(), self.adapter, state_before, written)
+        self._advance(a, ids, len(ids))
+        if a.adapter is not self.adapter:
+            self.adapter, self._spare = a.adapter, self.adapter
+        self.ahead = None
+        self.before[turn.id] = a.snap
         while len(self.before) > KEEP:
             self.before.popitem(last=False)
-        with one_thread():
-            base = loss_sum(self.base.model, ids, state_before)
-            adapted, n, _ = self.adapter.read(ids, state_before)
-        if n:
-            self.base_loss, self.adapted_loss = self.base_loss + base, self.adapted_loss + adapted
-            self.last = (base / n, adapted / n)
+        if ids:
+            self.base_loss, self.adapted_loss = self.base_loss + a.base, self.adapted_loss + a.adapted
+            self.last = (a.base / len(ids), a.adapted / len(ids))
         self.after, self.saved, self._stepper = turn.id, False, None
+        return a.written
+
+    def prepare(self, key, ids: list[int], state_before: State, written, interrupted: Callable[[], bool]) -> None:
+        """Learn the whole segments of a turn still being typed (`ids`, under `key`), on a copy of
+        the weights, until `interrupted()`; a turn that no longer starts with what was learned
+        starts again."""
+        a = self.ahead
+        if a is None or a.key != key or ids[: len(a.ids)] != a.ids:
+            adapter = a.adapter if a is not None else self._spare
+            adapter = adapter or Adapter(self.base.model, self.adapter.lr, self.adapter.segment, self.adapter.part)
+            snap = self.snapshot()
+            adapter.restore(snap)
+            self._spare, a = None, Ahead(key, snap, adapter, state_before, written)
+            self.ahead = a
+        segment = self.adapter.segment
+        while len(ids) - len(a.ids) >= segment and not interrupted():
+            self._advance(a, ids, len(a.ids) + segment)
+
+    def _advance(self, a: Ahead, ids: list[int], end: int) -> None:
+        """Learn ids[len(a.ids):end], a segment at a time."""
+        segment = self.adapter.segment
+        with one_thread():
+            for start in range(len(a.ids), end, segment):
+                part = ids[start : min(start + segment, end)]
+                base, a.base_state = score(self.base.model, part, a.base_state)
+                adapted, _, a.adapt_state = a.adapter.read(part, a.adapt_state)
+                if a.written is not None:
+                    _, a.written = run_ids(a.adapter.model, part, a.written)
+                a.ids += part
+                a.base, a.adapted = a.base + base, a.adapted + adapted
 
     def forget(self, turn: Turn) -> bool:
         """Go back to the weights before `turn`, the last one learned, if they are in memory."""

@@ -11,6 +11,7 @@ No UI code: the app and the CLI both drive this.
 import os
 import random
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -148,19 +149,52 @@ class Session:
     # --- writing ------------------------------------------------------------------------------
 
     def append_person_turn(self, text: str) -> FoldReport:
-        """The person's turn: run their text through the LSTM as one sequence and save it.
-        Chars outside the model's vocabulary are folded or dropped for the model (the story keeps
-        them as typed); the report says which."""
+        """The person's turn: save it, and run their text through the LSTM as one sequence (with
+        adaptation on: learn it, what `prepare` has not learned yet, and the base model reads it
+        after the model's turn: `catch_up`). Chars outside the model's vocabulary are folded or
+        dropped for the model (the story keeps them as typed); the report says which."""
         if not text:
             return FoldReport()
         with self._lock:
             self.sync()
             folded, report = self.loaded.vocab.fold(text)
-            state = self._run_text(folded, self.state)
-            self._commit(Turn(PERSON, text, pack_state(state), self.loaded.fingerprint), state)
             if self.learner is not None:
-                self._learn_to_end()
+                self._learn_person_turn(Turn(PERSON, text))
+                return report
+            state = self._run_text(folded, self.state)
+            self._commit(Turn(PERSON, text, pack_state(state), self.loaded.fingerprint), state, state)
             return report
+
+    def prepare(self, text: str, interrupted: Callable[[], bool] = lambda: False) -> None:
+        """Learn the person's next turn while it is typed (`text`: the prompt as it is now, which
+        the app sends the worker): its whole segments, on a copy of the weights, until
+        `interrupted()`. The story changes only when `append_person_turn` gets a text that
+        starts with it: then Enter leaves only its last few chars to learn."""
+        with self._lock:
+            if self.learner is None or not text:
+                return
+            self._learn_to_end()
+            key, state_before, written = self._next_turn()
+            self.learner.prepare(key, self.learner.ids(text), state_before, written, interrupted)
+
+    def _next_turn(self) -> tuple[tuple, State, State | None]:
+        """What learning the next turn starts from: a key for the weights and the turn it follows,
+        the base model's state after the story, and the state the adapted weights write from."""
+        learner = self.learner
+        key = (self.turns[-1].id if self.turns else 0, learner.since, learner.after, learner.adapter.steps)
+        written = self.adapted_state() if learner.chars else self.state
+        return key, self.ensure_state(len(self.turns) - 1), written
+
+    def _learn_person_turn(self, turn: Turn) -> None:
+        """Commit the person's turn and learn it (its base state waits for `catch_up`)."""
+        self._learn_to_end()
+        key, state_before, written = self._next_turn()
+        head = key[0]
+        self._commit(turn, lazy=True)
+        if (self.turns[-2].id if len(self.turns) > 1 else 0) != head:  # another window's turns came first
+            self._learn_to_end()
+            return
+        self._written[-1] = self.learner.learn(turn, state_before, written, key)
 
     def continue_(self, chars: int | None = None, whole_words: bool = False) -> "Continuation":
         """The model's turn: iterate the returned Continuation for chars; `close()` saves them.
@@ -191,6 +225,7 @@ class Session:
                 self.learner.forget(turn)  # from memory if it can; _adopt learns again if not
             if not (self.store and self.story):
                 self._states.pop()
+                self._written.pop()
                 return self.turns.pop()
             self._move(turn.parent, self.story.tip)
             return turn
@@ -216,6 +251,29 @@ class Session:
             if self.turns and self.turns[-1].author == MODEL:
                 self.undo()
             return self.continue_(chars, whole_words)
+
+    def catch_up(self, interrupted: Callable[[], bool] = lambda: False) -> bool:
+        """The work a turn leaves for after it, which the worker does when idle (whatever needs a
+        part of it sooner does that part itself): the base model's state after each last turn
+        that has none, and the weights after the story learned (another window's turns) and
+        packed for writing. Stops between turns once `interrupted()`; returns whether the learned
+        weights changed."""
+        with self._lock:
+            learner, changed = self.learner, False
+            if learner is not None:
+                before = (learner.after, learner.chars)
+                self._learn_to_end()
+                changed = (learner.after, learner.chars) != before
+                if learner.chars:
+                    learner.stepper(self.stepper.precision)
+            j = len(self.turns)
+            while j > 0 and self._states[j - 1] is None and self.turns[j - 1].state is None:
+                j -= 1
+            for i in range(j, len(self.turns)):
+                if interrupted():
+                    break
+                self.ensure_state(i)
+            return changed
 
     # --- the tree of turns ---------------------------------------------------------------------
 
@@ -307,6 +365,7 @@ class Session:
             if new.adapt != old.adapt:
                 self.save_adaptation()
                 self.learner = None
+                self._written = [None] * len(self.turns)
                 self._start_learning()
             return new
 
@@ -346,11 +405,12 @@ class Session:
         """Take the story as the store has it now, keeping the states of the turns the paths share
         (a state depends on every turn before it), and the learned weights the rule gives."""
         states: list[State | None] = [None] * len(fresh.turns)
+        written = list(states)
         for k, (old, new) in enumerate(zip(self.turns, fresh.turns, strict=False)):
             if (old.id, old.author, old.text) != (new.id, new.author, new.text):
                 break
-            states[k] = self._states[k]
-        self.story, self.turns, self._states = fresh, list(fresh.turns), states
+            states[k], written[k] = self._states[k], self._written[k]
+        self.story, self.turns, self._states, self._written = fresh, list(fresh.turns), states, written
         if self.learner is not None and not self.learner.matches(self.turns):
             self._learn_to_end()
 
@@ -362,21 +422,30 @@ class Session:
             return self.learner.stepper(self.stepper.precision)
         return self.stepper
 
+    def writer(self) -> tuple[Stepper, State]:
+        """The weights the model's next turn is written with, and the state it starts from."""
+        with self._lock:
+            stepper = self.generation_stepper()
+            return stepper, (self.state if stepper is self.stepper else self.adapted_state())
+
     def adapted_state(self) -> State:
-        """The state the adapted weights reach at the end of the story: they read its last
-        READ_CHARS chars or more (whole turns) from the base model's state before them."""
+        """The state the adapted weights write from at the end of the story: the state the model
+        ended its turn in, or the turns after it read by the writing weights; where no such state
+        is at hand (a story just opened), they read the story's last READ_CHARS chars or more
+        (whole turns) from the base model's state before them."""
         with self._lock:
             j, chars = len(self.turns) - 1, 0
-            while j >= 0 and chars < READ_CHARS:
+            while j >= 0 and self._written[j] is None and chars < READ_CHARS:
                 chars += len(self.turns[j].text)
                 j -= 1
-            text = "".join(t.text for t in self.turns[j + 1 :])
-            folded, _ = self.loaded.vocab.fold(text)
-            state = self.ensure_state(j)
-            if not folded:
-                return state
-            with one_thread():
-                _, state = run_ids(self.learner.adapter.model, [self.loaded.vocab.index[c] for c in folded], state)
+            state = self._written[j] if j >= 0 and self._written[j] is not None else self.ensure_state(j)
+            folded, _ = self.loaded.vocab.fold("".join(t.text for t in self.turns[j + 1 :]))
+            if folded:
+                with one_thread():
+                    ids = [self.loaded.vocab.index[c] for c in folded]
+                    _, state = run_ids(self.learner.adapter.model, ids, state)
+            if self.turns:
+                self._written[-1] = state
             return state
 
     def adaptation(self) -> dict:
@@ -390,6 +459,7 @@ class Session:
                 raise UsageError("adaptation is off for this story; /adapt on turns it on")
             self.learner = Learner(self.loaded, since=self.turns[-1].id if self.turns else 0)
             self.learner.saved = False
+            self._written = [None] * len(self.turns)
             self.save_adaptation()
 
     def save_adaptation(self) -> None:
@@ -422,6 +492,8 @@ class Session:
         """Bring the weights to those the rule gives after the last turn: learn the turns after
         the ones already learned, or (after an undo or another window's change) learn again."""
         learner, turns = self.learner, self.turns
+        if learner.after == learner.last_learnable(turns):
+            return
         done = next((i for i, t in enumerate(turns) if t.id == learner.after), None) if learner.after else -1
         if done is None or learner.last_learnable(turns[: done + 1]) != learner.after:
             learner.relearn(turns, lambda i: self.ensure_state(i - 1))
@@ -470,6 +542,7 @@ class Session:
         start = "\n" if "\n" in vocab.index else vocab.chars[0]
         self._start = self._run_text(start, None)
         self._states: list[State | None] = [None] * len(self.turns)
+        self._written: list[State | None] = [None] * len(self.turns)  # the writing state after each turn
 
     def _run_text(self, text: str, state: State | None) -> State:
         folded, _ = self.loaded.vocab.fold(text)
@@ -483,9 +556,11 @@ class Session:
         """The next-char logits implied by a state (the read-out of the top layer's h)."""
         return (stepper or self.stepper).fc(state[0][-1].reshape(1, -1)).reshape(-1)
 
-    def _commit(self, turn: Turn, state: State | None = None) -> None:
+    def _commit(self, turn: Turn, state: State | None = None, written: State | None = None, lazy=False) -> None:
         """Append a turn to the story (one transaction). If another writer got there first, reload
-        and put this turn after theirs: nothing is lost, nothing is doubled."""
+        and put this turn after theirs: nothing is lost, nothing is doubled. `state`: the base
+        model's after it (None: read now, or with `lazy` when needed); `written`: the state the
+        model's writing weights ended in, if they wrote it."""
         with self._lock:
             for _ in range(5):
                 if self.store and self.story:
@@ -493,15 +568,16 @@ class Session:
                         self.story.revision = self.store.append_turn(self.story.id, self.story.revision, turn)
                     except StoryChanged:
                         self.sync()
-                        state = None
+                        state = written = None
                         turn.state = turn.fingerprint = None
                         continue
                 self.turns.append(turn)
                 self._states.append(state)
+                self._written.append(written)
                 if self.story:
                     self.story.children.setdefault(turn.parent, []).append(turn.id)
                     self.story.tip = turn.id
-                if state is None:
+                if state is None and not lazy:
                     self.ensure_state(len(self.turns) - 1)
                 return
             raise StoryChanged("the story keeps changing in another window; try again")

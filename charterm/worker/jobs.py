@@ -1,20 +1,26 @@
 """Background training as a child process: `charterm train --progress jsonl`, read line by line.
 
 The child gets its own session (a Ctrl+C in the terminal never reaches it; cancel signals its
-process group) and a lower CPU priority, so the app that started it stays responsive.
+process group) and a lower CPU priority, so the app that started it stays responsive; `pause`
+stops it outright while the model writes, and its clock leaves the stops out (charterm.pauses).
 POSIX only. Imports neither textual, typer nor torch.
 """
 
+import contextlib
 import os
 import shlex
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
+import time
 import traceback
 from collections import deque
 from collections.abc import Callable
+from pathlib import Path
 
+from charterm import pauses
 from charterm import train_events as te
 from charterm.errors import UsageError
 
@@ -63,8 +69,12 @@ class TrainingJob:
         self.on_event = on_event
         self.cwd = cwd
         self.env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
+        self._pauses_file: Path | None = None  # the seconds it has been stopped (charterm.pauses)
         self.nice = nice
         self.cancelled = False
+        self.paused_seconds = 0.0  # stopped by `pause` in all, up to the last `resume`
+        self._paused_at: float | None = None  # time.monotonic() of the `pause` not yet resumed
+        self._pause_lock = threading.Lock()
         self._proc: subprocess.Popen | None = None
         self._stderr: deque[str] = deque(maxlen=STDERR_LINES)
         self._returncode: int | None = None
@@ -73,10 +83,13 @@ class TrainingJob:
     def start(self) -> None:
         if self._proc is not None:
             raise RuntimeError("a TrainingJob runs once; make a new one")
+        fd, pauses_file = tempfile.mkstemp(prefix="charterm-train-pauses-")
+        os.close(fd)
+        self._pauses_file = Path(pauses_file)
         self._proc = subprocess.Popen(
             self.command,
             cwd=self.cwd,
-            env=self.env,
+            env={**self.env, pauses.PAUSES_ENV: pauses_file},
             stdin=subprocess.DEVNULL,  # the terminal belongs to the app
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -107,6 +120,8 @@ class TrainingJob:
                 self._emit(te.parse(line.rstrip("\n")))
         err.join()
         self._returncode = self._proc.wait()
+        with contextlib.suppress(OSError):
+            self._pauses_file.unlink()
         stderr = "\n".join(self._stderr)
         self._emit(te.Exit(returncode=self._returncode, stderr=stderr, cancelled=self.cancelled))
         self._finished.set()
@@ -126,14 +141,39 @@ class TrainingJob:
             except ProcessLookupError:
                 pass
 
+    def pause(self) -> None:
+        """Stop the child at once (SIGSTOP to its process group), until `resume`: it makes no step
+        meanwhile, and its clock (chars/s, elapsed, --max-time) leaves the stop out."""
+        with self._pause_lock:
+            if self._paused_at is not None or self.cancelled or not self.running:
+                return
+            self._paused_at = time.monotonic()
+            self._signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Let a paused child go on, having told its clock how long it was stopped."""
+        with self._pause_lock:
+            if self._paused_at is None:
+                return
+            stopped = self.paused_seconds + time.monotonic() - self._paused_at
+            with contextlib.suppress(OSError):
+                pauses.record(self._pauses_file, stopped)
+            self.paused_seconds, self._paused_at = stopped, None
+            self._signal(signal.SIGCONT)
+
+    @property
+    def paused(self) -> bool:
+        return self._paused_at is not None
+
     def cancel(self, timeout: float = 30.0) -> None:
         """Ask the child to stop after its current step and save its resume state (SIGINT); if it
         is still running `timeout` s later, SIGTERM, and `timeout` s after that, SIGKILL.
         Returns at once; `wait()` for the end. A second call does nothing (a second SIGINT would
-        stop the child at once, without saving)."""
+        stop the child at once, without saving). A paused child is resumed first."""
         if self.cancelled or self._proc is None or self._proc.poll() is not None:
             return
-        self.cancelled = True
+        self.cancelled = True  # no pause from here on
+        self.resume()
         self._signal(signal.SIGINT)
         threading.Thread(target=self._escalate, args=(timeout,), name="training-cancel", daemon=True).start()
 

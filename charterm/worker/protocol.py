@@ -210,6 +210,15 @@ class PickChoice(Request):
 
 
 @message
+class Typing(Request):
+    """The prompt's text as the person types it: the worker learns its whole segments ahead of the
+    `write` it may become; nothing changes in the story."""
+
+    KIND: ClassVar[str] = "typing"
+    text: str = ""
+
+
+@message
 class Quit(Request):
     """Stop, commit what was shown, close the store and exit."""
 

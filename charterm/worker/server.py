@@ -99,12 +99,14 @@ class Worker:
                 msg = self.requests.get(timeout=SYNC_EVERY)
             except queue.Empty:
                 self.run(0, self.check_for_changes)
+                self.run(0, self.catch_up)
                 self.run(0, self.save_adaptation)
                 continue
             if msg is None or isinstance(msg, p.Quit):
                 break
             self.run(msg.id, lambda m=msg: HANDLERS[type(m)](self, m))
             self.outbox.send(p.Done(id=msg.id))
+            self.run(0, self.catch_up)
         self.run(0, self.save_adaptation)
         if self.store is not None:
             self.store.close()
@@ -138,6 +140,12 @@ class Worker:
         except StoryChanged as e:  # deleted elsewhere: say so once, then wait for /story
             self.session = None
             raise CharTermError(f"{e}; /story NAME opens another") from None
+
+    def catch_up(self) -> None:
+        """What the last turn left for after it (`Session.catch_up`: learning the person's turn, the base
+        model's states), while no request waits; the side pane then shows what was learned."""
+        if self.session is not None and self.session.catch_up(lambda: not self.requests.empty()):
+            self.send_snapshot(0)
 
     def save_adaptation(self) -> None:
         """The adapted weights go to the store when idle and on the way out, not after each turn."""
@@ -225,6 +233,11 @@ class Worker:
                 self.send_snapshot(msg.id)  # what it learned of the turn
         self.generate(msg.id)
 
+    def typing(self, msg: p.Typing) -> None:
+        """Learn what can be learned of the turn being typed, until another request comes."""
+        if self.session is not None and msg.text and self.requests.empty():
+            self.session.prepare(msg.text, lambda: not self.requests.empty())
+
     def generate(self, rid: int) -> None:
         """The model's turn: chars go to the app in batches; the turn is committed at the end."""
         s = self.need_session()
@@ -235,7 +248,7 @@ class Worker:
                 cont.stop()
         try:
             self.outbox.send(p.Generating(id=rid))
-            shown, sent = 0, time.monotonic()
+            shown, sent = 0, 0.0  # the first char goes at once, then a batch a frame
             for _ in cont:
                 if time.monotonic() - sent >= SEND_EVERY:
                     shown, sent = self.send_written(rid, cont, shown), time.monotonic()
@@ -441,6 +454,7 @@ HANDLERS = {
     p.Pick: Worker.pick,
     p.Choices: Worker.choices,
     p.PickChoice: Worker.pick_choice,
+    p.Typing: Worker.typing,
 }
 
 
