@@ -44,6 +44,9 @@ def squash(text: str) -> str:
     return re.sub(r"\s+", "", text)
 
 
+NOTICE_BORDER = "\u258c"  # a notice's left border (charterm.tcss: border-left outer)
+
+
 def story_lines(screen: str) -> list[str]:
     """The story pane's lines: below the title, above status/prompt/footer, left of the side pane."""
     lines = screen.split("\n")
@@ -51,6 +54,8 @@ def story_lines(screen: str) -> list[str]:
         lines.pop()
     out = []
     for line in lines[1:-3]:
+        if line.startswith(NOTICE_BORDER):  # the notices' rows, above the status line: not the story
+            break
         line = line.split("\u258f", 1)[0]  # the side pane's left border
         out.append(DECORATION.sub(" ", line))
     return out
