@@ -1,17 +1,17 @@
 """The choices the model writes at once (Ctrl+O, /choices K), stacked below the story as they are written."""
 
-from textual import events, on
+from textual import on
 from textual.message import Message
 from textual.widgets import OptionList
 from textual.widgets.option_list import Option
 
-from charterm.app.widgets import PromptInput
+from charterm.app.widgets import PickList
 
 MAX_LINES = 12  # screen lines the list takes at most (its max-height in charterm.tcss)
 WIDE = 4  # screen lines a choice takes at most while it is not the one highlighted
 
 
-class ChoiceList(OptionList):
+class ChoiceList(PickList):
     """K continuations, one option each, a few lines each: while they are written each shows the end of its
     text; once kept, the highlighted one shows all of it and the others their start. 1-K, or the arrows and
     Enter, picks one; typing anything else goes back to the prompt (with what was typed); `close()` hides it."""
@@ -23,11 +23,9 @@ class ChoiceList(OptionList):
             self.row = row
 
     def __init__(self, **kw) -> None:
-        super().__init__(markup=False, compact=True, **kw)
+        super().__init__(**kw)
         self.texts: list[str] = []
         self.turns: list[int] = []  # each row's turn id once the choices are kept (0: it wrote nothing)
-        self.expecting: int | None = None  # the id of the `choices` request whose rows it shows
-        self.display = False
 
     @property
     def writing(self) -> bool:
@@ -56,13 +54,8 @@ class ChoiceList(OptionList):
         self.border_title = f"1-{len(self.texts)} (or arrows, Enter) picks one; Esc keeps choice 1"
         self._redraw()
 
-    def close(self) -> bool:
-        """Hide the list and give the prompt its focus back; whether it was shown."""
-        shown, self.display, self.expecting = self.display, False, None
+    def forget(self) -> None:
         self.texts, self.turns = [], []
-        if shown:
-            self.app.set_focus(self.app.query_one(PromptInput))
-        return shown
 
     def pick(self, row: int) -> None:
         if not self.writing and 0 <= row < len(self.turns) and self.turns[row]:
@@ -92,17 +85,3 @@ class ChoiceList(OptionList):
         event.stop()
         if not self.writing and self.texts:
             self._redraw()  # the highlighted one shows all of its text
-
-    @on(OptionList.OptionSelected)
-    def _selected(self, event: OptionList.OptionSelected) -> None:
-        event.stop()
-        self.pick(event.option_index)
-
-    def on_key(self, event: events.Key) -> None:
-        if event.character and event.character in "123456789":
-            event.stop()
-            self.pick(int(event.character) - 1)
-        elif event.is_printable and event.character:
-            event.stop()
-            self.close()
-            self.app.query_one(PromptInput).insert(event.character)

@@ -171,7 +171,45 @@ class SettingsPanel(Vertical):
             self.post_message(self.Changed(field, value))
 
 
-class CandidateList(OptionList):
+class PickList(OptionList):
+    """A list under the story that 1-9, or the arrows and Enter, picks from (`pick`); typing anything
+    else closes it and goes back to the prompt with what was typed. Hidden until shown."""
+
+    def __init__(self, **kw) -> None:
+        super().__init__(markup=False, compact=True, **kw)
+        self.expecting: int | None = None  # the id of the request whose answer it shows
+        self.display = False
+
+    def pick(self, index: int) -> None:
+        raise NotImplementedError
+
+    def forget(self) -> None:
+        """Drop what it shows (on close)."""
+
+    def close(self) -> bool:
+        """Hide the list and give the prompt its focus back; whether it was shown."""
+        shown, self.display, self.expecting = self.display, False, None
+        self.forget()
+        if shown:
+            self.app.set_focus(self.app.query_one(PromptInput))
+        return shown
+
+    @on(OptionList.OptionSelected)
+    def _selected(self, event: OptionList.OptionSelected) -> None:
+        event.stop()
+        self.pick(event.option_index)
+
+    def on_key(self, event: events.Key) -> None:
+        if event.character and event.character in "123456789":
+            event.stop()
+            self.pick(int(event.character) - 1)
+        elif event.is_printable and event.character:
+            event.stop()
+            self.close()
+            self.app.query_one(PromptInput).insert(event.character)
+
+
+class CandidateList(PickList):
     """The words the model would most likely write next, with how likely each is. 1-9, or the arrows and Enter,
     picks one; typing anything else goes back to the prompt (with what was typed); `close()` hides it."""
 
@@ -181,10 +219,8 @@ class CandidateList(OptionList):
             self.text = text
 
     def __init__(self, **kw) -> None:
-        super().__init__(markup=False, compact=True, **kw)
+        super().__init__(**kw)
         self.words: list[str] = []
-        self.expecting: int | None = None  # the id of the `next` request whose answer it shows
-        self.display = False
 
     def wait_for(self, request_id: int) -> None:
         """Show the answer to the `next` request `request_id` when it comes (until then, the words shown before)."""
@@ -201,31 +237,13 @@ class CandidateList(OptionList):
         self.set_options(rows or [Option("the model has no next word here", disabled=True)])
         self.highlighted = 0 if rows else None
 
-    def close(self) -> bool:
-        """Hide the list and give the prompt its focus back; whether it was shown."""
-        shown, self.display, self.expecting, self.words = self.display, False, None, []
-        if shown:
-            self.app.set_focus(self.app.query_one(PromptInput))
-        return shown
+    def forget(self) -> None:
+        self.words = []
 
     def pick(self, index: int) -> None:
         if 0 <= index < len(self.words):
             self.post_message(self.Picked(self.words[index]))
             self.words = []  # until the next ones come: a second key press must not pick from this list again
-
-    @on(OptionList.OptionSelected)
-    def _selected(self, event: OptionList.OptionSelected) -> None:
-        event.stop()
-        self.pick(event.option_index)
-
-    def on_key(self, event: events.Key) -> None:
-        if event.character and event.character in "123456789":
-            event.stop()
-            self.pick(int(event.character) - 1)
-        elif event.is_printable and event.character:
-            event.stop()
-            self.close()
-            self.app.query_one(PromptInput).insert(event.character)
 
 
 def shown_word(text: str) -> str:
