@@ -100,6 +100,18 @@ def home(tmp_path, monkeypatch) -> Path:
     return d
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module's tests, as the worker process has: one char at a time gains
+    nothing from more, and on a busy 2-core machine torch's thread pool makes it many times slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def run_cli(*args, cwd=None, env=None, input=None, timeout=120):
     """Run the real `charterm` command (as `python -m charterm`) and capture its output."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}

@@ -32,22 +32,8 @@ from charterm.app.widgets import PromptInput
 ANNA = ROOT / "models" / "anna.safetensors"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The worker runs on a thread of this process: one torch thread, as the worker process has."""
-    import torch
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("CHARTERM_HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("CHARTERM_MODEL", raising=False)
-    return tmp_path / "home"
 
 
 def run(test, size=(80, 24)):

@@ -25,14 +25,7 @@ ANNA = ROOT / "models" / "anna.safetensors"
 COMMON = ["said", "Levin"]  # the unbanned model writes these every few hundred chars
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One char at a time, on one torch thread: on a busy 2-core machine torch's thread pool makes it many
-    times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -46,12 +39,6 @@ def loaded():
 def stepper(loaded):
     return Stepper(loaded.model, "int8")
 
-
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("CHARTERM_HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("CHARTERM_MODEL", raising=False)
-    return tmp_path / "home"
 
 
 def start(loaded, text: str = "\n"):

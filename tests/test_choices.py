@@ -30,24 +30,13 @@ LIGHTHOUSE = [
 ]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
 def loaded():
     return load_model(ANNA)
 
-
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("CHARTERM_HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("CHARTERM_MODEL", raising=False)
-    return tmp_path / "home"
 
 
 @pytest.fixture
