@@ -59,7 +59,7 @@ def branched_story(home: Path, model: Path, name: str = "the ball") -> None:
 
     store = Store(home / "stories.db")
     s = Session.open(store, name, load_model(model))
-    s.update_settings(chars=12, top_k=3, temperature=0.7, seed=5, stop_at="sentence", adapt=False)
+    s.update_settings(chars=12, top_k=3, temperature=0.7, seed=5, stop_at="sentence", adapt=False, bans=["Levin said"])
     s.append_person_turn("Kitty said ")
     s.continue_().run()
     s.retry().run()  # a second version of the model's turn
@@ -133,7 +133,7 @@ def test_the_json_export_carries_the_whole_tree_and_matches_the_schema(home, tin
     assert [t["version"] for t in doc["turns"]] == [1, 1, 2, 1, 1, 2, 1]
     assert doc["head"] == story.turns[-1].id and doc["tip"] == story.tip != doc["head"]
     assert doc["settings"] == {"top_k": 3, "temperature": 0.7, "chars": 12, "stop_at": "sentence", "seed": 5,
-                               "adapt": False}  # fmt: skip
+                               "adapt": False, "bans": ["Levin said"]}  # fmt: skip
     assert doc["model"]["path"] == str(tiny_model.resolve()) and doc["model"]["card"]["name"] == "tiny.safetensors"
     assert doc["model"]["fingerprint"] == story.turns[0].fingerprint and doc["model"]["card"]["hidden"] == 48
     assert "state" not in out.read_text(encoding="utf-8")  # the LSTM states are a cache and stay out
@@ -158,7 +158,7 @@ def test_a_story_from_an_earlier_release_exports_whole(tmp_path, monkeypatch, ca
            for t in d["turns"]]  # fmt: skip
     assert got == rows
     assert lighthouse["settings"] == {"top_k": 3, "temperature": 0.8, "chars": 40, "stop_at": "sentence", "seed": 7,
-                                      "adapt": True}  # fmt: skip
+                                      "adapt": True, "bans": []}  # fmt: skip
     assert [t["parent"] for t in lighthouse["turns"]] == [None, 1, 2, 3] and lighthouse["head"] == 4
     assert second["draft"] == {"author": "model", "text": " And then"}  # what it showed before it stopped
     monkeypatch.setenv("CHARTERM_HOME", str(tmp_path / "elsewhere"))
