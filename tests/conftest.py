@@ -23,7 +23,10 @@ UNSET = (
 )  # fmt: skip
 UNSET_PREFIXES = ("CHARTERM_", "TEXTUAL_", "LC_")
 KEPT = ("TEXTUAL_SNAPSHOT_",)  # the snapshot plugin's own (its temp dir, set when the session starts)
-PINNED = {"TERM": "xterm-256color", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
+# One torch thread in every process: the tests run in parallel workers (more than there are cores),
+# and a pool of threads per process on a shared CPU spends most of its time waiting (the suite took
+# 970 CPU seconds with torch's default threads, 620 with one).
+PINNED = {"TERM": "xterm-256color", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "OMP_NUM_THREADS": "1"}
 
 
 def unpinned(environ) -> list[str]:
@@ -58,6 +61,12 @@ def pytest_cmdline_main(config):
         sys.stdout.flush()
         sys.stderr.flush()
         os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
+
+
+def pytest_xdist_auto_num_workers(config) -> int:
+    """`-n auto`: a worker more than there are cores, as many tests spend part of their time waiting
+    on a process they started (the app in tmux, a worker, a training run)."""
+    return (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1) + 1
 
 
 def unused_port() -> int:
@@ -98,18 +107,6 @@ def home(tmp_path, monkeypatch) -> Path:
     d = tmp_path / "home"
     monkeypatch.setenv("CHARTERM_HOME", str(d))
     return d
-
-
-@pytest.fixture(scope="module")
-def one_torch_thread():
-    """One torch thread for a module's tests, as the worker process has: one char at a time gains
-    nothing from more, and on a busy 2-core machine torch's thread pool makes it many times slower."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def run_cli(*args, cwd=None, env=None, input=None, timeout=120):

@@ -7,17 +7,12 @@ process over real pipes; what is stored is read through a second connection.
 
 import asyncio
 
-import pytest
 from apphelpers import RecordingApp, idle, stored, stored_settings, submit, type_line, view, wait_ready, wait_until
 from conftest import ROOT
 
 from charterm.app.story_view import MODEL
 
 ANNA = ROOT / "models" / "anna.safetensors"
-
-
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
 
 
 class ScreenApp(RecordingApp):

@@ -8,7 +8,6 @@ the test process over real pipes; what is stored is read through a second connec
 
 import asyncio
 
-import pytest
 from apphelpers import (
     RecordingApp,
     idle,
@@ -30,10 +29,6 @@ from charterm.app.story_view import MODEL, PERSON, StoryView
 from charterm.app.widgets import PromptInput
 
 ANNA = ROOT / "models" / "anna.safetensors"
-
-
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
 
 
 def run(test, size=(80, 24)):

@@ -25,9 +25,6 @@ ANNA = ROOT / "models" / "anna.safetensors"
 COMMON = ["said", "Levin"]  # the unbanned model writes these every few hundred chars
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
 @pytest.fixture(scope="module")
 def loaded():
     from charterm.engine.checkpoint import load_model
@@ -38,7 +35,6 @@ def loaded():
 @pytest.fixture(scope="module")
 def stepper(loaded):
     return Stepper(loaded.model, "int8")
-
 
 
 def start(loaded, text: str = "\n"):

@@ -30,13 +30,9 @@ LIGHTHOUSE = [
 ]
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
 @pytest.fixture(scope="module")
 def loaded():
     return load_model(ANNA)
-
 
 
 @pytest.fixture

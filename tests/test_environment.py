@@ -25,6 +25,7 @@ HOSTILE = {
     "ESCDELAY": "1000",
     "TEXTUAL_THEME": "nord",
     "TEXTUAL_ANIMATIONS": "none",
+    "OMP_NUM_THREADS": "2",
 }
 REPRESENTATIVE = [
     "tests/test_snapshots.py::test_main_screen_with_a_story",
@@ -41,7 +42,7 @@ REPRESENTATIVE = [
 def test_representative_tests_pass_whatever_the_shell_sets(tmp_path):
     env = {**os.environ, **HOSTILE}
     r = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-m", "not slow", *REPRESENTATIVE],
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-n", "0", "-m", "not slow", *REPRESENTATIVE],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
