@@ -13,7 +13,8 @@ busy         the same 80x24 turn while PgUp/PgDn go in every 50 ms and a trainin
              inside the app (`/train ...`) runs in the background; as a ratio to the idle figure.
 first frame  from launch until the title line "charterm" shows; "ready" until the model card shows
              "params"; next to the time `python -c "import torch"` takes.
-key echo     while the model writes, from `send-keys` of one char until the prompt line shows it.
+key echo     while the model writes, from `send-keys` of one char until the prompt line shows it;
+             the same once the model has stopped ("idle": what tmux and the polling cost alone).
 Esc          while the model writes, from `send-keys Escape` until the story area stops changing
              (the time of its last change, read every 5 ms, once it has been still for 1 s).
 first char   from Enter until the story area shows the model's first char (read every 2 ms), on an
@@ -319,11 +320,11 @@ def start_long_turn(app: TmuxApp) -> None:
     time.sleep(1.0)
 
 
-def key_echo(app: TmuxApp, keys: str = ECHO_KEYS, gap: float = 0.2) -> list[float]:
-    """Seconds from send-keys of each char until the prompt line shows it (while the model writes)."""
+def key_echo(app: TmuxApp, keys: str = ECHO_KEYS, gap: float = 0.2, before: str = "") -> list[float]:
+    """Seconds from send-keys of each char until the prompt line shows it (after `before`, there)."""
     echoes = []
     for i in range(len(keys)):
-        typed = keys[: i + 1]
+        typed = before + keys[: i + 1]
         t0 = time.perf_counter()
         app.send("-l", keys[i])
         shown = app.wait(lambda lines, typed=typed: app.prompt(lines).startswith(typed), timeout=10, poll=0.002)
@@ -452,6 +453,7 @@ def idle_round(args, size: tuple[int, int], res: dict, latency: bool) -> None:
             start_long_turn(app)  # key echo leaves its keys in the prompt: Esc comes after it
             res.setdefault("echo", []).extend(key_echo(app))
             res.setdefault("esc", []).append(esc_stop(app))
+            res.setdefault("echo idle", []).extend(key_echo(app, before=ECHO_KEYS))
 
 
 def typed_round(args, res: dict) -> None:
@@ -534,6 +536,7 @@ def summary(res: dict) -> list[tuple[str, str, str]]:
     best = {k: best.get(k, NAN) for k in (*KEYS, *TYPED, "import torch", "generate")}
     gen, idle, torch_s = best["generate"], best["app 80x24"], best["import torch"]
     echo, esc, ctrl_c = res.get("echo") or [NAN], res.get("esc") or [NAN], res.get("ctrl+c") or [NAN]
+    echo_idle = res.get("echo idle") or [NAN]
 
     def of_generate(rate: float) -> str:
         return f"{rate:,.0f} chars/s ({ratio(rate, gen)} of generate)"
@@ -552,6 +555,7 @@ def summary(res: dict) -> list[tuple[str, str, str]]:
     rows.append(("first frame", f"{best['frame 80x24']:.2f} s", "<= 0.8 s"))
     rows.append(("model ready", f"{best['ready 80x24']:.2f} s (import torch {torch_s:.2f} s)", "<= import torch + 1 s"))
     rows.append(("key echo while writing", latency(echo), "median < 30 ms"))
+    rows.append(("key echo idle (the method's own cost)", latency(echo_idle), ""))
     rows.append(("Esc to the last char shown", latency(esc), "< 100 ms"))
     rows.append(("Ctrl+C to the last char shown", latency(ctrl_c), "< 100 ms"))
     return rows

@@ -1,3 +1,3 @@
 """charterm: a character-level LSTM text generator you live in."""
 
-__version__ = "0.8.0"
+__version__ = "0.9.0"
